@@ -1,0 +1,1 @@
+"""transfer-bridge core: protocol parsing, state machines and correlation, with no I/O."""

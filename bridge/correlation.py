@@ -1,0 +1,147 @@
+"""Which session a phone event belongs to: exact matches only, ambiguity reported, never guessed.
+
+desktop-api.md, "Binding a session to the phone call": by `call.sip_call_id` when the desktop
+gave it; otherwise by the agent's phone plus the customer's number on the one call of that phone
+that is connected (or ringing) with that number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.model import Binding, CallState, Session, SessionStatus
+
+LIVE_CALL = frozenset({CallState.RINGING, CallState.CONNECTED, CallState.ON_HOLD})
+MIN_SUFFIX_DIGITS = 7
+
+
+def phone_key(uri: str) -> str:
+    """Reduce a SIP URI to `user@host` (lower-case host, no scheme, port or parameters).
+
+    >>> phone_key("<sip:1001@PBX.example:5060;transport=udp>")
+    '1001@pbx.example'
+    """
+    text = uri.strip().strip("<>")
+    for scheme in ("sips:", "sip:", "tel:"):
+        if text.lower().startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    text = text.split(";", 1)[0].split("?", 1)[0]
+    user, at, host = text.rpartition("@")
+    if not at:
+        return text.lower()
+    host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
+    return f"{user}@{host.lower()}"
+
+
+def digits(number: str) -> str:
+    """Only the digits of a phone number."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+def numbers_match(a: str | None, b: str | None) -> bool:
+    """Same number, allowing a national form against an international one.
+
+    Equal digits match; otherwise the shorter must be at least 7 digits and end the longer
+    (`+34 900 000 001` matches `900000001` and `0034900000001`).
+    """
+    if not a or not b:
+        return False
+    da, db = digits(a), digits(b)
+    if not da or not db:
+        return a.strip().lower() == b.strip().lower()
+    if da == db:
+        return True
+    short, long_ = sorted((da, db), key=len)
+    return len(short) >= MIN_SUFFIX_DIGITS and long_.endswith(short)
+
+
+@dataclass(slots=True)
+class PhoneCall:
+    """A call of an agent's phone as the sources report it."""
+
+    call_id: str
+    remote: str | None
+    state: CallState
+
+
+@dataclass(slots=True)
+class PhoneCalls:
+    """The live calls of one phone, kept so that a session can be bound to exactly one."""
+
+    calls: dict[str, PhoneCall] = field(default_factory=dict)
+
+    def update(self, call_id: str, remote: str | None, state: CallState | None) -> None:
+        """Record what a source said about a call; ended calls are forgotten."""
+        call = self.calls.get(call_id)
+        if call is None:
+            if state is None or state not in LIVE_CALL:
+                return
+            call = self.calls[call_id] = PhoneCall(call_id, remote, state)
+        if remote and not call.remote:
+            call.remote = remote
+        if state is not None:
+            call.state = state
+            if state not in LIVE_CALL:
+                del self.calls[call_id]
+
+    def matching(self, number: str) -> list[PhoneCall]:
+        """Live calls whose remote party is this number."""
+        return [c for c in self.calls.values() if numbers_match(c.remote, number)]
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChange:
+    """A session's binding as correlation now sees it."""
+
+    session_id: str
+    binding: Binding
+    call_id: str | None
+
+
+def bind_candidates(session: Session, calls: PhoneCalls) -> BindingChange | None:
+    """Try to bind an unbound session to one live call of its agent's phone."""
+    if session.status is SessionStatus.ENDED or session.call.binding is Binding.CALL_ID:
+        return None
+    if session.call.binding is Binding.PHONE_AND_NUMBER:
+        return None
+    found = calls.matching(session.customer.number)
+    if len(found) == 1:
+        return BindingChange(session.id, Binding.PHONE_AND_NUMBER, found[0].call_id)
+    binding = Binding.AMBIGUOUS if len(found) > 1 else Binding.NONE
+    if binding is session.call.binding:
+        return None
+    return BindingChange(session.id, binding, None)
+
+
+def route(
+    sessions: list[Session], calls: PhoneCalls, call_id: str | None
+) -> tuple[Session | None, list[BindingChange]]:
+    """The one open session a call's evidence belongs to, and the bindings that change on the way.
+
+    `sessions` are the open sessions of the phone's agent; `calls` already includes the event.
+    """
+    open_sessions = [s for s in sessions if s.status is not SessionStatus.ENDED]
+    if call_id is not None:
+        bound = [s for s in open_sessions if s.call.sip_call_id == call_id]
+        if len(bound) == 1:
+            return bound[0], []
+    changes: list[BindingChange] = []
+    for session in open_sessions:
+        change = bind_candidates(session, calls)
+        if change is not None:
+            changes.append(change)
+    by_call: dict[str, list[str]] = {}
+    for change in changes:
+        if change.call_id is not None:
+            by_call.setdefault(change.call_id, []).append(change.session_id)
+    contested = {sid for ids in by_call.values() if len(ids) > 1 for sid in ids}
+    if contested:
+        # Two open sessions of the same agent with the same customer number: not ours to pick.
+        changes = [c for c in changes if c.session_id not in contested]
+        changes += [BindingChange(sid, Binding.AMBIGUOUS, None) for sid in sorted(contested)]
+    claims = [c for c in changes if c.call_id is not None and c.call_id == call_id]
+    target = None
+    if claims:
+        target = next(s for s in open_sessions if s.id == claims[0].session_id)
+    return target, changes

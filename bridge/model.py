@@ -1,0 +1,239 @@
+"""Domain values: accounts, agents, sessions and their transfer, as frozen dataclasses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class SessionStatus(StrEnum):
+    """Where a customer session is in its life."""
+
+    ACTIVE = "active"
+    CALL_TRANSFERRED = "call_transferred"
+    ENDED = "ended"
+
+
+class CallState(StrEnum):
+    """The state of the session's phone call with the customer."""
+
+    NONE = "none"
+    RINGING = "ringing"
+    CONNECTED = "connected"
+    ON_HOLD = "on_hold"
+    ENDED = "ended"
+
+
+class Binding(StrEnum):
+    """How the session is tied to a real phone call."""
+
+    NONE = "none"
+    AMBIGUOUS = "ambiguous"
+    CALL_ID = "call_id"
+    PHONE_AND_NUMBER = "phone_and_number"
+
+
+class TransferState(StrEnum):
+    """The transfer as the desktop flow sees it (desktop-api.md)."""
+
+    NONE = "none"
+    OFFERED = "offered"
+    DIALING = "dialing"
+    CONFIRMING = "confirming"
+    TRANSFERRED = "transferred"
+    FAILED = "failed"
+
+
+class TransferKind(StrEnum):
+    """Blind (REFER to a number) or attended (consult first, REFER with Replaces)."""
+
+    BLIND = "blind"
+    ATTENDED = "attended"
+
+
+class ConfirmedBy(StrEnum):
+    """Who proved the transfer."""
+
+    PHONE = "phone"
+    AGENT = "agent"
+    PHONE_AND_AGENT = "phone_and_agent"
+
+
+class ConsultState(StrEnum):
+    """The agent's consult call to the other agent, as the phone reports it."""
+
+    NONE = "none"
+    DIALING = "dialing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class ReferState(StrEnum):
+    """The phone's transfer request (REFER or the PBX's own transfer) and its progress."""
+
+    NONE = "none"
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    TRYING = "trying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Action(StrEnum):
+    """Desktop steps of the seed's transfer flow (POST /v1/sessions/{id}/transfer)."""
+
+    OPEN = "open"
+    DISMISS = "dismiss"
+    INTERNAL = "internal"
+    NEXT = "next"
+    CONFIRM = "confirm"
+    DENY = "deny"
+    ACKNOWLEDGE = "acknowledge"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A tenant; `transfer_enabled` is the seed's account-level feature switch (rule 2)."""
+
+    id: str
+    name: str
+    transfer_enabled: bool
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The API representation."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "transfer_enabled": self.transfer_enabled,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A desk phone that posts its own events."""
+
+    vendor: str
+    mac: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """How the sources recognise an agent's phone."""
+
+    sip_uri: str
+    ami_endpoint: str | None = None
+    device: Device | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The API representation (optional parts only when set)."""
+        out: dict[str, Any] = {"sip_uri": self.sip_uri}
+        if self.ami_endpoint is not None:
+            out["ami_endpoint"] = self.ami_endpoint
+        if self.device is not None:
+            dev: dict[str, Any] = {"vendor": self.device.vendor}
+            if self.device.mac is not None:
+                dev["mac"] = self.device.mac
+            if self.device.ip is not None:
+                dev["ip"] = self.device.ip
+            out["device"] = dev
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Phone:
+        """Inverse of `to_json` for trusted (stored or validated) data."""
+        dev = data.get("device")
+        return cls(
+            sip_uri=data["sip_uri"],
+            ami_endpoint=data.get("ami_endpoint"),
+            device=Device(dev["vendor"], dev.get("mac"), dev.get("ip")) if dev else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent of an account and the phone they use."""
+
+    account_id: str
+    id: str
+    name: str
+    phone: Phone
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The session's phone call with the customer."""
+
+    state: CallState = CallState.NONE
+    sip_call_id: str | None = None
+    since: str | None = None
+    binding: Binding = Binding.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneProgress:
+    """What the phone has reported about the consult call and the transfer request."""
+
+    consult: ConsultState = ConsultState.NONE
+    refer: ReferState = ReferState.NONE
+    last_sipfrag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """The desktop and the phone disagree; the phone wins, both sides are kept."""
+
+    desktop: str
+    phone: str
+    at: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """The session's one transfer (rule 6) as the desktop flow and the phone see it."""
+
+    state: TransferState = TransferState.NONE
+    kind: TransferKind | None = None
+    target: str | None = None
+    confirmed_by: ConfirmedBy | None = None
+    phone: PhoneProgress = field(default_factory=PhoneProgress)
+    conflict: Conflict | None = None
+    acknowledged: bool = False
+    # Set when the agent answered "Yes"/"No" in the current attempt, so that later phone
+    # evidence can be checked against it.
+    agent_said: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """The customer the session is about."""
+
+    number: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A customer session of the Agent Desktop."""
+
+    account_id: str
+    id: str
+    agent_id: str
+    customer: Customer
+    created_at: str
+    version: int = 1
+    status: SessionStatus = SessionStatus.ACTIVE
+    call: Call = field(default_factory=Call)
+    transfer: Transfer = field(default_factory=Transfer)
+    result: str | None = None
+    ended_at: str | None = None
+    updated_at: str | None = None

@@ -1,0 +1,383 @@
+"""The session and transfer state machine: the seed's six rules and desktop steps, no I/O.
+
+Every transition is a function `(session, input, now) -> Outcome`: the new session (or the same
+one when nothing changed) and the audit entries to append. Refusals raise `TransferNotAllowed`
+with the contract's error code. Phone evidence and desktop clicks are accepted in any order;
+where they disagree the phone wins and the disagreement is kept as `transfer.conflict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bridge.errors import TransferNotAllowed
+from bridge.evidence import (
+    CallStateChanged,
+    ConsultChanged,
+    PhoneEvidence,
+    TransferFailed,
+    TransferProgressed,
+    TransferRequested,
+    TransferSucceeded,
+    describe,
+)
+from bridge.model import (
+    Action,
+    Binding,
+    CallState,
+    ConfirmedBy,
+    Conflict,
+    ReferState,
+    Session,
+    SessionStatus,
+    Transfer,
+    TransferState,
+)
+
+ON_CALL = frozenset({CallState.CONNECTED, CallState.ON_HOLD})
+MAX_RESULT_LENGTH = 500
+
+# The desktop steps of desktop-api.md: action -> (states it may start from, state it leads to).
+# `confirm`, `deny` and `acknowledge` have extra cases against phone evidence, handled below.
+STEPS: dict[Action, tuple[frozenset[TransferState], TransferState]] = {
+    Action.OPEN: (frozenset({TransferState.NONE, TransferState.FAILED}), TransferState.OFFERED),
+    Action.DISMISS: (
+        frozenset({TransferState.OFFERED, TransferState.DIALING, TransferState.CONFIRMING}),
+        TransferState.NONE,
+    ),
+    Action.INTERNAL: (frozenset({TransferState.OFFERED}), TransferState.DIALING),
+    Action.NEXT: (frozenset({TransferState.DIALING}), TransferState.CONFIRMING),
+    Action.CONFIRM: (frozenset({TransferState.CONFIRMING}), TransferState.TRANSFERRED),
+    Action.DENY: (frozenset({TransferState.CONFIRMING}), TransferState.NONE),
+    Action.ACKNOWLEDGE: (frozenset({TransferState.TRANSFERRED}), TransferState.TRANSFERRED),
+}
+
+PHONE_PROVED = frozenset({ConfirmedBy.PHONE, ConfirmedBy.PHONE_AND_AGENT})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of a session's append-only trail."""
+
+    at: str
+    kind: str  # "desktop", "phone" or "system"
+    event: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of a transition: the session after it and what to append to its trail."""
+
+    session: Session
+    audit: tuple[AuditEntry, ...]
+    changed: bool
+
+
+def _bump(session: Session, now: str, **changes: Any) -> Session:
+    return replace(session, version=session.version + 1, updated_at=now, **changes)
+
+
+def _with_transfer(session: Session, transfer: Transfer) -> dict[str, Any]:
+    status = session.status
+    if status is not SessionStatus.ENDED:
+        transferred = transfer.state is TransferState.TRANSFERRED
+        status = SessionStatus.CALL_TRANSFERRED if transferred else SessionStatus.ACTIVE
+    return {"transfer": transfer, "status": status}
+
+
+# --- what the desktop may do now -------------------------------------------------------------
+
+
+def open_refusal(session: Session, transfer_enabled: bool) -> TransferNotAllowed | None:
+    """Why `Transfer Call` is disabled now (rules 2, 3 and 6), or None when it is enabled."""
+    state = session.transfer.state
+    if session.status is SessionStatus.ENDED:
+        return TransferNotAllowed("invalid_step", "the session has ended", state="ended")
+    if not transfer_enabled:
+        return TransferNotAllowed(
+            "transfer_disabled",
+            "call transfer is not activated for this account; ask your call centre manager",
+        )
+    if state is TransferState.TRANSFERRED:
+        return TransferNotAllowed(
+            "already_transferred", "the call of this session has already been transferred once"
+        )
+    if state not in STEPS[Action.OPEN][0]:
+        return TransferNotAllowed(
+            "invalid_step", f"a transfer is already in progress ({state})", state=state.value
+        )
+    if session.call.state not in ON_CALL:
+        return TransferNotAllowed(
+            "not_on_call",
+            f"there is no connected phone call in this session ({session.call.state})",
+        )
+    return None
+
+
+def available_actions(session: Session, transfer_enabled: bool) -> list[str]:
+    """The contract's `actions`: what the desktop may offer now, in flow order."""
+    if session.status is SessionStatus.ENDED:
+        return []
+    transfer = session.transfer
+    state = transfer.state
+    actions: list[str] = []
+    if open_refusal(session, transfer_enabled) is None:
+        actions.append("transfer.open")
+    if state in STEPS[Action.DISMISS][0]:
+        actions.append("transfer.dismiss")
+    if state is TransferState.OFFERED and session.call.state in ON_CALL:
+        actions.append("transfer.internal")
+    if state is TransferState.DIALING:
+        actions.append("transfer.next")
+    if state is TransferState.CONFIRMING:
+        actions += ["transfer.confirm", "transfer.deny"]
+    if state is TransferState.TRANSFERRED and not transfer.acknowledged:
+        actions.append("transfer.acknowledge")
+    actions.append("end")
+    return actions
+
+
+# --- desktop steps ---------------------------------------------------------------------------
+
+
+def desktop_step(session: Session, action: Action, *, transfer_enabled: bool, now: str) -> Outcome:
+    """Apply one click of the seed's flow, or raise `TransferNotAllowed` with the contract code."""
+    transfer = session.transfer
+    state = transfer.state
+    if session.status is SessionStatus.ENDED:
+        raise TransferNotAllowed("invalid_step", "the session has ended", state="ended")
+    if action is Action.OPEN:
+        refusal = open_refusal(session, transfer_enabled)
+        if refusal is not None:
+            raise refusal
+        # A new attempt: the failed one before it stays in the audit trail only.
+        new = Transfer(state=TransferState.OFFERED)
+        return _step(session, action, new, now)
+    if action is Action.CONFIRM and state is not TransferState.CONFIRMING:
+        return _late_confirm(session, now)
+    if action is Action.DENY and state is not TransferState.CONFIRMING:
+        return _late_deny(session, now)
+    allowed_from, to_state = STEPS[action]
+    if state not in allowed_from:
+        raise TransferNotAllowed(
+            "invalid_step", f"'{action}' does not fit the transfer state '{state}'", state=state
+        )
+    if action is Action.ACKNOWLEDGE:
+        if transfer.acknowledged:
+            return Outcome(session, (), False)
+        return _step(session, action, replace(transfer, acknowledged=True), now)
+    if action is Action.INTERNAL and session.call.state not in ON_CALL:
+        raise TransferNotAllowed(
+            "not_on_call",
+            f"there is no connected phone call in this session ({session.call.state})",
+        )
+    if action is Action.CONFIRM:
+        new = replace(
+            transfer, state=to_state, confirmed_by=ConfirmedBy.AGENT, agent_said="confirm"
+        )
+    elif action is Action.DENY:
+        new = replace(transfer, state=to_state, agent_said="deny")
+    elif action is Action.DISMISS:
+        new = replace(transfer, state=to_state, agent_said=None)
+    else:
+        new = replace(transfer, state=to_state)
+    return _step(session, action, new, now)
+
+
+def _step(session: Session, action: Action, transfer: Transfer, now: str) -> Outcome:
+    new = _bump(session, now, **_with_transfer(session, transfer))
+    entry = AuditEntry(
+        now, "desktop", f"transfer.{action}", {"from": session.transfer.state, "to": transfer.state}
+    )
+    return Outcome(new, (entry,), True)
+
+
+def _late_confirm(session: Session, now: str) -> Outcome:
+    """'Yes' clicked on a screen the phone evidence has already overtaken."""
+    transfer = session.transfer
+    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by is ConfirmedBy.PHONE:
+        new = replace(transfer, confirmed_by=ConfirmedBy.PHONE_AND_AGENT, agent_said="confirm")
+        return _step(session, Action.CONFIRM, new, now)
+    if transfer.state is TransferState.FAILED:
+        conflict = Conflict("confirm", "failed", now, transfer.phone.last_sipfrag)
+        new = replace(transfer, conflict=conflict, agent_said="confirm")
+        outcome = _step(session, Action.CONFIRM, new, now)
+        return _add(outcome, AuditEntry(now, "system", "conflict", _conflict_detail(conflict)))
+    raise TransferNotAllowed(
+        "invalid_step",
+        f"'confirm' does not fit the transfer state '{transfer.state}'",
+        state=transfer.state,
+    )
+
+
+def _late_deny(session: Session, now: str) -> Outcome:
+    """'No' clicked after the phone proved the transfer: a conflict, and the phone wins."""
+    transfer = session.transfer
+    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
+        conflict = Conflict("deny", "succeeded", now, transfer.phone.last_sipfrag)
+        new = replace(transfer, conflict=conflict, agent_said="deny")
+        outcome = _step(session, Action.DENY, new, now)
+        return _add(outcome, AuditEntry(now, "system", "conflict", _conflict_detail(conflict)))
+    raise TransferNotAllowed(
+        "invalid_step",
+        f"'deny' does not fit the transfer state '{transfer.state}'",
+        state=transfer.state,
+    )
+
+
+def _add(outcome: Outcome, entry: AuditEntry) -> Outcome:
+    return Outcome(outcome.session, (*outcome.audit, entry), outcome.changed)
+
+
+def _conflict_detail(conflict: Conflict) -> dict[str, Any]:
+    return {"desktop": conflict.desktop, "phone": conflict.phone, "detail": conflict.detail}
+
+
+def end_session(session: Session, result: str, *, now: str) -> Outcome:
+    """Set the result and end the session (rule 4); this is what unblocks the agent (rule 5)."""
+    if session.status is SessionStatus.ENDED:
+        raise TransferNotAllowed("invalid_step", "the session has already ended", state="ended")
+    new = _bump(session, now, status=SessionStatus.ENDED, result=result, ended_at=now)
+    entry = AuditEntry(now, "desktop", "end", {"result": result, "status_before": session.status})
+    return Outcome(new, (entry,), True)
+
+
+def apply_binding(
+    session: Session,
+    binding: Binding,
+    call_id: str | None,
+    call_state: CallState | None,
+    *,
+    now: str,
+) -> Outcome:
+    """Tie the session to a phone call (or say it cannot be), as correlation decided."""
+    call = session.call
+    if call.binding is binding and (call_id is None or call.sip_call_id == call_id):
+        return Outcome(session, (), False)
+    new_call = replace(call, binding=binding)
+    if call_id is not None:
+        new_call = replace(new_call, sip_call_id=call_id)
+    if call_state is not None and call_state is not call.state:
+        new_call = replace(new_call, state=call_state, since=now)
+    entry = AuditEntry(
+        now, "system", "call_binding", {"binding": binding.value, "sip_call_id": call_id}
+    )
+    return Outcome(_bump(session, now, call=new_call), (entry,), True)
+
+
+# --- phone evidence --------------------------------------------------------------------------
+
+
+def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Outcome:
+    """Apply one piece of phone evidence; every piece lands in the audit trail."""
+    obs = evidence.observation
+    detail: dict[str, Any] = {
+        "source": evidence.source,
+        "observed_at": evidence.at,
+        **describe(obs),
+    }
+    entry = AuditEntry(now, "phone", detail.pop("type"), detail)
+    if session.status is SessionStatus.ENDED:
+        return Outcome(session, (_noted(entry, "session_ended"),), False)
+    transfer = session.transfer
+    match obs:
+        case CallStateChanged(state=state):
+            if session.call.state is state:
+                return Outcome(session, (_noted(entry, "duplicate"),), False)
+            call = replace(session.call, state=state, since=evidence.at)
+            return Outcome(_bump(session, now, call=call), (entry,), True)
+        case ConsultChanged(state=state, target=target):
+            if transfer.phone.consult is state:
+                return Outcome(session, (_noted(entry, "duplicate"),), False)
+            phone = replace(transfer.phone, consult=state)
+            new_transfer = replace(transfer, phone=phone, target=target or transfer.target)
+            return _phone_change(session, new_transfer, entry, now)
+        case TransferRequested(kind=kind, target=target):
+            if (
+                transfer.state is TransferState.TRANSFERRED
+                and transfer.confirmed_by in PHONE_PROVED
+            ):
+                return Outcome(session, (_noted(entry, "already_transferred"),), False)
+            phone = replace(transfer.phone, refer=ReferState.REQUESTED)
+            new_transfer = replace(
+                transfer, kind=kind, target=target or transfer.target, phone=phone
+            )
+            if new_transfer == transfer:
+                return Outcome(session, (_noted(entry, "duplicate"),), False)
+            return _phone_change(session, new_transfer, entry, now)
+        case TransferProgressed(refer=refer, sipfrag=sipfrag):
+            if transfer.phone.refer in (ReferState.SUCCEEDED, ReferState.FAILED):
+                return Outcome(session, (_noted(entry, "after_final"),), False)
+            phone = replace(
+                transfer.phone, refer=refer, last_sipfrag=sipfrag or transfer.phone.last_sipfrag
+            )
+            if phone == transfer.phone:
+                return Outcome(session, (_noted(entry, "duplicate"),), False)
+            return _phone_change(session, replace(transfer, phone=phone), entry, now)
+        case TransferSucceeded():
+            return _phone_succeeded(session, obs, entry, now)
+        case TransferFailed():
+            return _phone_failed(session, obs, entry, now)
+    raise AssertionError(f"unknown observation {obs!r}")  # pragma: no cover
+
+
+def _noted(entry: AuditEntry, note: str) -> AuditEntry:
+    return replace(entry, detail={**entry.detail, "ignored": note})
+
+
+def _phone_change(session: Session, transfer: Transfer, entry: AuditEntry, now: str) -> Outcome:
+    new = _bump(session, now, **_with_transfer(session, transfer))
+    return Outcome(new, (entry,), True)
+
+
+def _phone_succeeded(
+    session: Session, obs: TransferSucceeded, entry: AuditEntry, now: str
+) -> Outcome:
+    transfer = session.transfer
+    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
+        return Outcome(session, (_noted(entry, "duplicate"),), False)
+    phone = replace(
+        transfer.phone,
+        refer=ReferState.SUCCEEDED,
+        last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
+    )
+    agent_confirmed = transfer.state is TransferState.TRANSFERRED  # confirmed by the agent alone
+    new_transfer = replace(
+        transfer,
+        state=TransferState.TRANSFERRED,
+        phone=phone,
+        confirmed_by=ConfirmedBy.PHONE_AND_AGENT if agent_confirmed else ConfirmedBy.PHONE,
+        conflict=None if agent_confirmed else transfer.conflict,
+    )
+    entries = [entry]
+    if transfer.agent_said == "deny":
+        conflict = Conflict("deny", "succeeded", now, phone.last_sipfrag)
+        new_transfer = replace(new_transfer, conflict=conflict)
+        entries.append(AuditEntry(now, "system", "conflict", _conflict_detail(conflict)))
+    new = _bump(session, now, **_with_transfer(session, new_transfer))
+    return Outcome(new, tuple(entries), True)
+
+
+def _phone_failed(session: Session, obs: TransferFailed, entry: AuditEntry, now: str) -> Outcome:
+    transfer = session.transfer
+    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
+        return Outcome(session, (_noted(entry, "after_success"),), False)
+    if transfer.state is TransferState.FAILED and transfer.phone.refer is ReferState.FAILED:
+        return Outcome(session, (_noted(entry, "duplicate"),), False)
+    phone = replace(
+        transfer.phone,
+        refer=ReferState.FAILED,
+        last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
+    )
+    new_transfer = replace(
+        transfer, state=TransferState.FAILED, phone=phone, confirmed_by=None, acknowledged=False
+    )
+    entries = [entry]
+    if transfer.agent_said == "confirm":
+        conflict = Conflict("confirm", "failed", now, phone.last_sipfrag)
+        new_transfer = replace(new_transfer, conflict=conflict)
+        entries.append(AuditEntry(now, "system", "conflict", _conflict_detail(conflict)))
+    new = _bump(session, now, **_with_transfer(session, new_transfer))
+    return Outcome(new, tuple(entries), True)

@@ -1,0 +1,59 @@
+"""The narrow storage interface the service needs; implementations live outside the core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.model import Account, Agent, Session
+from bridge.session_machine import AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    """One session's new state and the audit lines that explain it, written together."""
+
+    session: Session
+    audit: Sequence[AuditEntry]
+    create: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change feed (SSE): a session as it was at `version`."""
+
+    seq: int
+    account_id: str
+    session: Session
+
+
+class StoreConflict(Exception):
+    """A unique key is taken (an id that exists, a phone another agent uses)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class Store(Protocol):
+    """Durable state. Every call is blocking; the service runs them off the event loop."""
+
+    def load_accounts(self) -> list[Account]: ...
+    def load_token_hashes(self) -> list[tuple[str, str]]: ...
+    def load_agents(self) -> list[Agent]: ...
+    def load_open_sessions(self) -> list[Session]: ...
+    def create_account(self, account: Account) -> None: ...
+    def update_account(self, account: Account) -> None: ...
+    def add_token(self, token_hash: str, account_id: str, created_at: str) -> None: ...
+    def put_agent(self, agent: Agent, phone_key: str) -> None: ...
+    def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]: ...
+    def append_audit(self, session: Session, audit: Sequence[AuditEntry]) -> None: ...
+    def get_session(self, account_id: str, session_id: str) -> Session | None: ...
+    def list_sessions(
+        self, account_id: str, agent_id: str | None, status: str | None, limit: int
+    ) -> list[Session]: ...
+    def read_audit(self, account_id: str, session_id: str) -> list[dict[str, Any]]: ...
+    def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]: ...
+    def last_change_seq(self) -> int: ...
+    def close(self) -> None: ...

@@ -1,0 +1,18 @@
+"""Typed keys for what hangs on the application."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from desktop_api.config import Settings
+    from desktop_api.metrics import Metrics
+    from desktop_api.service import BridgeService
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+SERVICE: web.AppKey[BridgeService] = web.AppKey("service")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+HEALTH: web.AppKey[dict[str, Any]] = web.AppKey("health")

@@ -1,0 +1,153 @@
+"""Cross-cutting HTTP concerns: the error shape, authentication, request metrics."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bridge.errors import BridgeError, InvalidInput, TransferNotAllowed
+from desktop_api.keys import METRICS, SERVICE, SETTINGS
+from desktop_api.service import NotFound
+
+log = structlog.get_logger("transfer_bridge.http")
+
+STATUS_BY_CODE = {
+    "transfer_disabled": 403,
+    "not_on_call": 409,
+    "already_transferred": 409,
+    "invalid_step": 409,
+    "agent_blocked": 409,
+    "already_exists": 409,
+    "phone_in_use": 409,
+    "unknown_agent": 422,
+}
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, **extra: Any
+) -> web.Response:
+    """The contract's error body: `{"error": {"code", "message", "field"}}`."""
+    body: dict[str, Any] = {"code": code, "message": message, "field": field, **extra}
+    resp = web.json_response({"error": body}, status=status)
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="transfer-bridge"'
+    return resp
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the admin, or one account's token."""
+
+    admin: bool
+    account_id: str | None
+
+
+PRINCIPAL: str = "transfer_bridge.principal"
+
+
+def principal(request: web.Request) -> Principal | None:
+    """The caller as the auth middleware found it (None: no valid token)."""
+    value: Principal | None = request.get(PRINCIPAL)
+    return value
+
+
+class Unauthorized(Exception):
+    """No valid token for a resource that needs one."""
+
+
+class Forbidden(Exception):
+    """A valid token of the wrong kind."""
+
+
+def require_admin(request: web.Request) -> None:
+    """Only the admin token may do this."""
+    who = principal(request)
+    if who is None:
+        raise Unauthorized()
+    if not who.admin:
+        raise Forbidden("this needs the admin token")
+
+
+def require_account(request: web.Request) -> str:
+    """An account token is needed; returns its account."""
+    who = principal(request)
+    if who is None:
+        raise Unauthorized()
+    if who.account_id is None:
+        raise Forbidden("this needs an account token (mint one with POST /v1/accounts/{id}/tokens)")
+    return who.account_id
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the bearer token once per request; never log it."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        admin_token = request.app[SETTINGS].admin_token
+        if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+            request[PRINCIPAL] = Principal(True, None)
+        else:
+            account_id = request.app[SERVICE].account_for_token(token)
+            if account_id is not None:
+                request[PRINCIPAL] = Principal(False, account_id)
+    return await handler(request)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every error to the JSON shape once; count and time every request."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    route_name = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except TransferNotAllowed as exc:
+        extra = {"state": exc.state} if exc.state is not None else {}
+        response = error_response(
+            STATUS_BY_CODE.get(exc.code, 409), exc.code, exc.message, exc.field, **extra
+        )
+    except InvalidInput as exc:
+        response = error_response(
+            STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.field
+        )
+    except BridgeError as exc:
+        response = error_response(400, exc.code, exc.message, exc.field)
+    except NotFound:
+        response = error_response(404, "not_found", "no such resource")
+    except Unauthorized:
+        response = error_response(401, "unauthorized", "a valid bearer token is required")
+    except Forbidden as exc:
+        response = error_response(403, "forbidden", str(exc))
+    except web.HTTPRequestEntityTooLarge as exc:
+        response = error_response(413, "body_too_large", exc.text or "the body is too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(exc.status, HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        response = error_response(500, "internal_error", "the bridge failed to answer; see logs")
+    metrics = request.app[METRICS]
+    metrics.http_requests.labels(route_name, request.method, str(response.status)).inc()
+    metrics.http_latency.labels(route_name).observe(time.perf_counter() - started)
+    return response

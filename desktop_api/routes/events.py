@@ -1,0 +1,78 @@
+"""`/v1/events`: Server-Sent Events of session changes, resumable with `Last-Event-ID`."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from bridge.errors import InvalidInput
+from bridge.model import Session
+from desktop_api import validation as v
+from desktop_api.keys import METRICS, SERVICE
+from desktop_api.middleware import require_account
+
+routes = web.RouteTableDef()
+REPLAY_PAGE = 500
+PING_SECONDS = 15.0
+
+
+@routes.get("/v1/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Stream `event: session` with the session JSON; `id:` is a cursor to resume from.
+
+    With `Last-Event-ID` every change after that cursor is replayed from the store first; without
+    it the stream opens with the current state of every open session (same cursor), then goes
+    live. Optional `?agent_id=` narrows the stream to one agent.
+    """
+    account_id = require_account(request)
+    agent_id = request.query.get("agent_id")
+    if agent_id is not None:
+        v.check_id(agent_id, "/query/agent_id")
+    raw_cursor = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    cursor: int | None = None
+    if raw_cursor is not None:
+        if not raw_cursor.isdigit():
+            raise InvalidInput(
+                "invalid_parameter",
+                "Last-Event-ID must be a cursor this stream sent (a whole number)",
+                field="/header/Last-Event-ID",
+            )
+        cursor = int(raw_cursor)
+    service = request.app[SERVICE]
+    metrics = request.app[METRICS]
+    sub = service.hub.subscribe(account_id, agent_id)
+    metrics.sse_streams.inc()
+    try:
+        async with sse_response(request, ping_interval=PING_SECONDS) as stream:
+
+            async def send(seq: int, session: Session) -> None:
+                await stream.send(json.dumps(service.view(session)), id=str(seq), event="session")
+
+            sent = service.hub.last_seq if cursor is None else cursor
+            if cursor is None:
+                for session in await service.open_sessions(account_id, agent_id):
+                    await send(sent, session)
+            else:
+                while True:
+                    page = await service.changes_after(account_id, sent, REPLAY_PAGE)
+                    for change in page:
+                        if agent_id is None or change.session.agent_id == agent_id:
+                            await send(change.seq, change.session)
+                        sent = change.seq
+                    if len(page) < REPLAY_PAGE:
+                        break
+            while not sub.overflowed and stream.is_connected():
+                item = await sub.queue.get()
+                if item is None or sub.overflowed:
+                    break
+                seq, session = item
+                if seq <= sent:
+                    continue  # already replayed from the store
+                await send(seq, session)
+                sent = seq
+    finally:
+        service.hub.unsubscribe(sub)
+        metrics.sse_streams.dec()
+    return stream

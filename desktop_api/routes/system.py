@@ -1,0 +1,49 @@
+"""`/healthz`, `/metrics`, `/openapi.json`: for operators and integrators, no token needed."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Up, the store answers, and how each source is doing."""
+    service = request.app[SERVICE]
+    sources = request.app[HEALTH]
+    try:
+        await service.ping_store()
+        store_ok = True
+    except Exception:
+        store_ok = False
+    ok = store_ok and not service.hub.closed
+    body = {
+        "status": "ok" if ok else "degraded",
+        "store": "ok" if store_ok else "failing",
+        "sources": sources,
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The desktop API contract as OpenAPI 3.1."""
+    return web.json_response(request.app[OPENAPI])
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus text exposition of the app's own registry."""
+    service = request.app[SERVICE]
+    polls, streams = service.hub.counts()
+    m = request.app[METRICS]
+    m.long_polls.set(polls)
+    m.sse_streams.set(streams)
+    handler = make_aiohttp_handler(m.registry, disable_compression=True)
+    return await handler(request)
+
+
+routes.get("/metrics")(metrics)

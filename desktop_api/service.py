@@ -1,0 +1,504 @@
+"""The bridge service: one place that ties the pure state machine to the store and the feed.
+
+Open sessions, agents, accounts and token hashes live in memory (the store is read once at
+start-up); every change is committed to the store, off the event loop, before it becomes
+visible. Writes for one agent are serialised by a lock, so a click and a piece of phone evidence
+for the same agent never race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import structlog
+
+from bridge.codec import session_view
+from bridge.correlation import PhoneCalls, phone_key, route
+from bridge.errors import InvalidInput, TransferNotAllowed
+from bridge.evidence import CallStateChanged, PhoneEvent
+from bridge.model import (
+    Account,
+    Action,
+    Agent,
+    Binding,
+    Call,
+    CallState,
+    Customer,
+    Phone,
+    Session,
+    SessionStatus,
+)
+from bridge.session_machine import (
+    AuditEntry,
+    Outcome,
+    apply_binding,
+    apply_evidence,
+    desktop_step,
+    end_session,
+)
+from bridge.store import Change, SessionWrite, Store, StoreConflict
+from desktop_api.changes import ChangeHub
+from desktop_api.clock import utc_now
+from desktop_api.metrics import Metrics
+
+log = structlog.get_logger("transfer_bridge.service")
+T = TypeVar("T")
+AgentKey = tuple[str, str]
+
+
+class NotFound(Exception):
+    """The resource does not exist for this caller (or belongs to another account)."""
+
+
+def hash_token(token: str) -> str:
+    """Tokens are random and long, so one SHA-256 is enough to keep them unreadable at rest."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class BridgeService:
+    """Accounts, agents, sessions and phone evidence, over a `Store`."""
+
+    def __init__(
+        self, store: Store, metrics: Metrics, *, clock: Callable[[], str] = utc_now
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.hub = ChangeHub()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self.accounts: dict[str, Account] = {}
+        self._tokens: dict[str, str] = {}
+        self.agents: dict[AgentKey, Agent] = {}
+        self._agent_by_phone: dict[str, AgentKey] = {}
+        self._open: dict[tuple[str, str], Session] = {}
+        self._open_by_agent: dict[AgentKey, dict[str, Session]] = {}
+        self._phone_calls: dict[str, PhoneCalls] = {}
+        self._locks: dict[AgentKey, asyncio.Lock] = {}
+        self._account_locks: dict[str, asyncio.Lock] = {}
+
+    # --- life cycle ---
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        """Load what the store holds; nothing is lost across a restart."""
+        for account in await self._db(self.store.load_accounts):
+            self.accounts[account.id] = account
+        for token_hash, account_id in await self._db(self.store.load_token_hashes):
+            self._tokens[token_hash] = account_id
+        for agent in await self._db(self.store.load_agents):
+            self._remember_agent(agent)
+        for session in await self._db(self.store.load_open_sessions):
+            self._remember_session(session)
+        self.hub.last_seq = await self._db(self.store.last_change_seq)
+        self.metrics.sessions_open.set(len(self._open))
+        log.info(
+            "store_loaded",
+            accounts=len(self.accounts),
+            agents=len(self.agents),
+            open_sessions=len(self._open),
+        )
+
+    async def close(self) -> None:
+        """Release waiters, finish queued writes and close the store."""
+        self.hub.close()
+        await self._db(self.store.close)
+        self._executor.shutdown(wait=True)
+
+    def _lock(self, key: AgentKey) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _remember_agent(self, agent: Agent) -> None:
+        key = (agent.account_id, agent.id)
+        old = self.agents.get(key)
+        if old is not None:
+            self._agent_by_phone.pop(phone_key(old.phone.sip_uri), None)
+        self.agents[key] = agent
+        self._agent_by_phone[phone_key(agent.phone.sip_uri)] = key
+
+    def _remember_session(self, session: Session) -> None:
+        key = (session.account_id, session.id)
+        by_agent = self._open_by_agent.setdefault((session.account_id, session.agent_id), {})
+        if session.status is SessionStatus.ENDED:
+            self._open.pop(key, None)
+            by_agent.pop(session.id, None)
+        else:
+            self._open[key] = session
+            by_agent[session.id] = session
+
+    async def _commit(self, writes: Sequence[SessionWrite]) -> None:
+        """Write, then make visible: the cache and the feed only ever show committed state."""
+        if not writes:
+            return
+        seqs = await self._db(self.store.write_sessions, writes)
+        for seq, write in zip(seqs, writes, strict=True):
+            self._remember_session(write.session)
+            self.hub.publish(seq, write.session)
+        self.metrics.sessions_open.set(len(self._open))
+
+    async def _commit_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        writes = [SessionWrite(o.session, o.audit) for o in outcomes if o.changed]
+        await self._commit(writes)
+        quiet = [o for o in outcomes if not o.changed and o.audit]
+        for o in quiet:
+            await self._db(self.store.append_audit, o.session, o.audit)
+
+    # --- accounts and tokens ---
+
+    def account_for_token(self, token: str) -> str | None:
+        """The account an account token belongs to."""
+        return self._tokens.get(hash_token(token))
+
+    def get_account(self, account_id: str) -> Account:
+        """An account, or NotFound."""
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise NotFound(account_id)
+        return account
+
+    async def create_account(self, account_id: str, name: str, transfer_enabled: bool) -> Account:
+        """Create a tenant; its id must be new."""
+        account = Account(account_id, name, transfer_enabled, self.clock())
+        lock = self._account_locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            if account_id in self.accounts:
+                raise TransferNotAllowed("already_exists", f"account {account_id!r} exists")
+            await self._db(self.store.create_account, account)
+            self.accounts[account_id] = account
+        log.info("account_created", account_id=account_id, transfer_enabled=transfer_enabled)
+        return account
+
+    async def update_account(
+        self, account_id: str, *, name: str | None, transfer_enabled: bool | None
+    ) -> Account:
+        """Rename or switch the transfer feature; open sessions get a new version so desktops
+        waiting on them see their `actions` change at once."""
+        lock = self._account_locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            old = self.get_account(account_id)
+            new = replace(
+                old,
+                name=old.name if name is None else name,
+                transfer_enabled=old.transfer_enabled
+                if transfer_enabled is None
+                else transfer_enabled,
+            )
+            if new == old:
+                return old
+            await self._db(self.store.update_account, new)
+            self.accounts[account_id] = new
+            if new.transfer_enabled != old.transfer_enabled:
+                await self._touch_account_sessions(new)
+        log.info("account_updated", account_id=account_id, transfer_enabled=new.transfer_enabled)
+        return new
+
+    async def _touch_account_sessions(self, account: Account) -> None:
+        agents = {agent for (acc, agent) in self._open_by_agent if acc == account.id}
+        for agent_id in sorted(agents):
+            async with self._lock((account.id, agent_id)):
+                now = self.clock()
+                entry = AuditEntry(
+                    now,
+                    "system",
+                    "account_transfer_switched",
+                    {"transfer_enabled": account.transfer_enabled},
+                )
+                writes = [
+                    SessionWrite(replace(s, version=s.version + 1, updated_at=now), (entry,))
+                    for s in self._open_by_agent.get((account.id, agent_id), {}).values()
+                ]
+                await self._commit(writes)
+
+    async def mint_token(self, account_id: str) -> str:
+        """A new account token; it is returned once and only its hash is kept."""
+        self.get_account(account_id)
+        token = "tb_" + secrets.token_urlsafe(32)
+        token_hash = hash_token(token)
+        await self._db(self.store.add_token, token_hash, account_id, self.clock())
+        self._tokens[token_hash] = account_id
+        log.info("token_minted", account_id=account_id)
+        return token
+
+    # --- agents ---
+
+    def get_agent(self, account_id: str, agent_id: str) -> Agent:
+        """An agent of this account, or NotFound."""
+        agent = self.agents.get((account_id, agent_id))
+        if agent is None:
+            raise NotFound(agent_id)
+        return agent
+
+    async def put_agent(
+        self, account_id: str, agent_id: str, name: str, phone: Phone
+    ) -> tuple[Agent, bool]:
+        """Create or replace an agent; a phone belongs to one agent only (exact correlation)."""
+        key = (account_id, agent_id)
+        pkey = phone_key(phone.sip_uri)
+        async with self._lock(key):
+            owner = self._agent_by_phone.get(pkey)
+            if owner is not None and owner != key:
+                raise TransferNotAllowed(
+                    "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
+                )
+            created = key not in self.agents
+            agent = Agent(account_id, agent_id, name, phone, self.clock())
+            try:
+                await self._db(self.store.put_agent, agent, pkey)
+            except StoreConflict as exc:
+                raise TransferNotAllowed(
+                    "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
+                ) from exc
+            self._remember_agent(agent)
+        log.info("agent_saved", account_id=account_id, agent_id=agent_id, created=created)
+        return agent, created
+
+    def agent_view(self, agent: Agent) -> dict[str, Any]:
+        """The agent with its availability (rule 5) and current call."""
+        open_sessions = self._open_by_agent.get((agent.account_id, agent.id), {})
+        blocking = sorted(
+            s.id for s in open_sessions.values() if s.status is SessionStatus.CALL_TRANSFERRED
+        )
+        current = None
+        live = [
+            s
+            for s in open_sessions.values()
+            if s.call.state in (CallState.RINGING, CallState.CONNECTED, CallState.ON_HOLD)
+        ]
+        if live:
+            s = max(live, key=lambda s: (s.call.since or "", s.created_at))
+            current = {
+                "session_id": s.id,
+                "state": s.call.state.value,
+                "sip_call_id": s.call.sip_call_id,
+            }
+        return {
+            "id": agent.id,
+            "account_id": agent.account_id,
+            "name": agent.name,
+            "phone": agent.phone.to_json(),
+            "can_take_requests": not blocking,
+            "blocking_sessions": blocking,
+            "blocked_reason": (
+                None
+                if not blocking
+                else "a transferred session must be ended with a result before new requests"
+            ),
+            "current_call": current,
+            "updated_at": agent.updated_at,
+        }
+
+    # --- sessions ---
+
+    def view(self, session: Session) -> dict[str, Any]:
+        """The session as the API shows it."""
+        account = self.accounts.get(session.account_id)
+        return session_view(session, bool(account and account.transfer_enabled))
+
+    async def get_session(self, account_id: str, session_id: str) -> Session:
+        """An open session from memory, an ended one from the store, or NotFound."""
+        session = self._open.get((account_id, session_id))
+        if session is None:
+            session = await self._db(self.store.get_session, account_id, session_id)
+        if session is None:
+            raise NotFound(session_id)
+        return session
+
+    async def list_sessions(
+        self, account_id: str, agent_id: str | None, status: str | None, limit: int
+    ) -> list[Session]:
+        """Sessions of an account, newest first."""
+        return await self._db(self.store.list_sessions, account_id, agent_id, status, limit)
+
+    async def open_session(
+        self,
+        account_id: str,
+        session_id: str,
+        agent_id: str,
+        customer: Customer,
+        call_state: CallState | None,
+        sip_call_id: str | None,
+    ) -> Session:
+        """Open a customer session; refused while the agent has a transferred session (rule 5)."""
+        agent = self.agents.get((account_id, agent_id))
+        if agent is None:
+            raise InvalidInput("unknown_agent", f"no agent {agent_id!r}", field="/agent_id")
+        async with self._lock((account_id, agent_id)):
+            view = self.agent_view(agent)
+            if not view["can_take_requests"]:
+                raise TransferNotAllowed(
+                    "agent_blocked",
+                    "the agent has a transferred session that is not ended with a result: "
+                    + ", ".join(view["blocking_sessions"]),
+                )
+            if (account_id, session_id) in self._open:
+                raise TransferNotAllowed("already_exists", f"session {session_id!r} exists")
+            now = self.clock()
+            call = Call(
+                state=call_state or CallState.NONE,
+                sip_call_id=sip_call_id,
+                since=now if call_state else None,
+                binding=Binding.CALL_ID if sip_call_id else Binding.NONE,
+            )
+            session = Session(
+                account_id, session_id, agent_id, customer, now, call=call, updated_at=now
+            )
+            detail: dict[str, Any] = {"agent_id": agent_id, "call_state": call.state.value}
+            audit = [AuditEntry(now, "desktop", "session_opened", detail)]
+            calls = self._phone_calls.get(phone_key(agent.phone.sip_uri))
+            if calls is not None:
+                session, more = self._bind_new(session, calls, now)
+                audit += more
+            try:
+                await self._commit([SessionWrite(session, audit, create=True)])
+            except StoreConflict as exc:
+                raise TransferNotAllowed(
+                    "already_exists", f"session {session_id!r} exists"
+                ) from exc
+        log.info("session_opened", account_id=account_id, session_id=session_id, agent_id=agent_id)
+        self.metrics.sessions_opened.inc()
+        return session
+
+    def _bind_new(
+        self, session: Session, calls: PhoneCalls, now: str
+    ) -> tuple[Session, list[AuditEntry]]:
+        """A session opened while its call is already known to the sources binds at once."""
+        if session.call.sip_call_id is not None:
+            known = calls.calls.get(session.call.sip_call_id)
+            if known is None:
+                return session, []
+            call = replace(session.call, state=known.state)
+            return replace(session, call=call), []
+        found = calls.matching(session.customer.number)
+        if not found:
+            return session, []
+        if len(found) > 1:
+            outcome = apply_binding(session, Binding.AMBIGUOUS, None, None, now=now)
+        else:
+            outcome = apply_binding(
+                session, Binding.PHONE_AND_NUMBER, found[0].call_id, found[0].state, now=now
+            )
+        # The session is new: its first stored version is 1, whatever binding added.
+        return replace(outcome.session, version=1), list(outcome.audit)
+
+    async def transfer_step(self, account_id: str, session_id: str, action: Action) -> Session:
+        """One desktop click of the seed's flow."""
+        session = await self.get_session(account_id, session_id)
+        async with self._lock((account_id, session.agent_id)):
+            session = await self.get_session(account_id, session_id)
+            account = self.get_account(account_id)
+            outcome = desktop_step(
+                session, action, transfer_enabled=account.transfer_enabled, now=self.clock()
+            )
+            await self._commit_outcomes([outcome])
+        log.info(
+            "transfer_step",
+            account_id=account_id,
+            session_id=session_id,
+            action=action.value,
+            transfer_state=outcome.session.transfer.state.value,
+        )
+        self.metrics.desktop_steps.labels(action.value).inc()
+        if (
+            outcome.changed
+            and outcome.session.transfer.state.value == "transferred"
+            and session.transfer.state.value != "transferred"
+        ):
+            self.metrics.transfers.labels("agent").inc()
+        return outcome.session
+
+    async def end(self, account_id: str, session_id: str, result: str) -> Session:
+        """Set the result and end the session (rule 4)."""
+        session = await self.get_session(account_id, session_id)
+        async with self._lock((account_id, session.agent_id)):
+            session = await self.get_session(account_id, session_id)
+            outcome = end_session(session, result, now=self.clock())
+            await self._commit_outcomes([outcome])
+        log.info("session_ended", account_id=account_id, session_id=session_id)
+        return outcome.session
+
+    async def open_sessions(self, account_id: str, agent_id: str | None) -> list[Session]:
+        """The account's open sessions (of one agent if given), oldest first."""
+        found = [
+            s
+            for (acc, _), s in self._open.items()
+            if acc == account_id and (agent_id is None or s.agent_id == agent_id)
+        ]
+        return sorted(found, key=lambda s: (s.created_at, s.id))
+
+    async def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
+        """The change feed after a cursor, from the store."""
+        return await self._db(self.store.changes_after, account_id, seq, limit)
+
+    async def ping_store(self) -> None:
+        """Raise if the store cannot answer."""
+        await self._db(self.store.last_change_seq)
+
+    async def audit(self, account_id: str, session_id: str) -> list[dict[str, Any]]:
+        """The session's append-only trail."""
+        await self.get_session(account_id, session_id)
+        return await self._db(self.store.read_audit, account_id, session_id)
+
+    # --- phone evidence ---
+
+    async def ingest(self, event: PhoneEvent) -> Session | None:
+        """Route one phone event to its session and apply it; returns the session it changed.
+
+        Events for phones no agent uses, or for calls no session can be tied to exactly, are
+        counted and dropped.
+        """
+        pkey = phone_key(event.phone)
+        source = event.evidence.source
+        agent_key = self._agent_by_phone.get(pkey)
+        if agent_key is None:
+            self.metrics.evidence_dropped.labels(source, "unknown_phone").inc()
+            return None
+        obs = event.evidence.observation
+        calls = self._phone_calls.setdefault(pkey, PhoneCalls())
+        if event.call_id is not None:
+            state = obs.state if isinstance(obs, CallStateChanged) else None
+            calls.update(event.call_id, event.remote, state)
+        async with self._lock(agent_key):
+            now = self.clock()
+            sessions = list(self._open_by_agent.get(agent_key, {}).values())
+            target, changes = route(sessions, calls, event.call_id)
+            outcomes: dict[str, Outcome] = {}
+            for change in changes:
+                s = self._open[(agent_key[0], change.session_id)]
+                known = calls.calls.get(change.call_id) if change.call_id else None
+                o = apply_binding(
+                    s, change.binding, change.call_id, known.state if known else None, now=now
+                )
+                if o.changed:
+                    outcomes[s.id] = o
+            if target is None:
+                await self._commit_outcomes(list(outcomes.values()))
+                self.metrics.evidence_dropped.labels(source, "no_session").inc()
+                return None
+            base = outcomes.get(target.id)
+            current = base.session if base else target
+            o = apply_evidence(current, event.evidence, now=now)
+            if base is not None:
+                o = Outcome(o.session, (*base.audit, *o.audit), True)
+            outcomes[target.id] = o
+            await self._commit_outcomes(list(outcomes.values()))
+        self.metrics.evidence_applied.labels(source, type(obs).__name__).inc()
+        log.info(
+            "phone_evidence",
+            account_id=agent_key[0],
+            session_id=target.id,
+            source=source,
+            observation=type(obs).__name__,
+            changed=o.changed,
+        )
+        return o.session
