@@ -58,13 +58,12 @@ class Principal:
     account_id: str | None
 
 
-PRINCIPAL: str = "transfer_bridge.principal"
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request) -> Principal | None:
     """The caller as the auth middleware found it (None: no valid token)."""
-    value: Principal | None = request.get(PRINCIPAL)
-    return value
+    return request.get(PRINCIPAL)
 
 
 class Unauthorized(Exception):

@@ -1,0 +1,135 @@
+"""Test seams shipped with the package: run the real app on a real socket, call it over HTTP.
+
+Used by the project's tests and benchmarks, and handy for desktop developers' own tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from desktop_api.app import create_app
+from desktop_api.config import Settings
+from desktop_api.keys import SERVICE
+from desktop_api.service import BridgeService
+
+
+def settings_for(directory: Path, admin_token: str = "admin-secret") -> Settings:
+    """Settings for a bridge whose SQLite file lives in `directory`."""
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        store_url=f"sqlite:///{directory / 'bridge.db'}",
+        admin_token=admin_token,
+        log_format="console",
+        log_level="warning",
+    )
+
+
+@dataclass
+class RunningBridge:
+    """A bridge listening on 127.0.0.1 with its base URL and in-process service."""
+
+    url: str
+    app: web.Application
+    settings: Settings
+
+    @property
+    def service(self) -> BridgeService:
+        """The service behind the API (to feed phone evidence as a source would)."""
+        return self.app[SERVICE]
+
+
+@asynccontextmanager
+async def running_bridge(settings: Settings) -> AsyncIterator[RunningBridge]:
+    """Start the app on a free port; stop it cleanly (store closed) on exit."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    port = sockets[0].getsockname()[1]
+    try:
+        yield RunningBridge(f"http://{settings.host}:{port}", app, settings)
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Reply:
+    """An HTTP answer: status, headers and the decoded JSON body (None when not JSON)."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: Any
+    raw: bytes = field(repr=False, default=b"")
+
+
+class ApiClient:
+    """A thin HTTP client for the desktop API with one bearer token."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str | None) -> None:
+        self.http = http
+        self.base = base
+        self.token = token
+
+    def with_token(self, token: str | None) -> ApiClient:
+        """The same connection pool, another caller."""
+        return ApiClient(self.http, self.base, token)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        """Send one request; `body` is sent as JSON, `raw` as it is."""
+        hdrs = dict(headers or {})
+        if self.token is not None:
+            hdrs.setdefault("Authorization", f"Bearer {self.token}")
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        async with self.http.request(
+            method, self.base + path, data=data, headers=hdrs, params=params
+        ) as resp:
+            content = await resp.read()
+            try:
+                decoded = json.loads(content) if content else None
+            except ValueError:
+                decoded = None
+            return Reply(resp.status, CIMultiDict(resp.headers), decoded, content)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        """GET."""
+        return await self.call("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        """POST."""
+        return await self.call("POST", path, body, **kw)
+
+    async def put(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        """PUT."""
+        return await self.call("PUT", path, body, **kw)
+
+    async def patch(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        """PATCH."""
+        return await self.call("PATCH", path, body, **kw)
+
+    async def step(self, session_id: str, action: str) -> Reply:
+        """One desktop transfer step."""
+        return await self.post(f"/v1/sessions/{session_id}/transfer", {"action": action})

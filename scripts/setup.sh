@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what transfer-bridge needs into ./.venv (idempotent). On a fresh Debian machine run as
+# root it first installs Python's venv support from Debian's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "transfer-bridge needs Python 3.11 or newer as $PY" >&2
+    exit 1
+fi
+if ! "$PY" -m venv --help >/dev/null 2>&1 || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+    else
+        echo "Python's venv module is missing: install python3-venv" >&2
+        exit 1
+    fi
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=".venv/.installed${extras:+-$extras}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+    target="."
+    [ -n "$extras" ] && target=".[$extras]"
+    .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c 'import desktop_api.app' # fail here, not later, if the install broke
+    touch "$stamp"
+fi
