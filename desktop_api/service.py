@@ -33,6 +33,7 @@ from bridge.model import (
     Phone,
     Session,
     SessionStatus,
+    TransferState,
 )
 from bridge.session_machine import (
     AuditEntry,
@@ -50,6 +51,13 @@ from desktop_api.metrics import Metrics
 log = structlog.get_logger("transfer_bridge.service")
 T = TypeVar("T")
 AgentKey = tuple[str, str]
+
+
+def _newly_transferred(before: Session, after: Session) -> bool:
+    return (
+        after.transfer.state is TransferState.TRANSFERRED
+        and before.transfer.state is not TransferState.TRANSFERRED
+    )
 
 
 class NotFound(Exception):
@@ -409,11 +417,7 @@ class BridgeService:
             transfer_state=outcome.session.transfer.state.value,
         )
         self.metrics.desktop_steps.labels(action.value).inc()
-        if (
-            outcome.changed
-            and outcome.session.transfer.state.value == "transferred"
-            and session.transfer.state.value != "transferred"
-        ):
+        if _newly_transferred(session, outcome.session):
             self.metrics.transfers.labels("agent").inc()
         return outcome.session
 
@@ -493,6 +497,8 @@ class BridgeService:
             outcomes[target.id] = o
             await self._commit_outcomes(list(outcomes.values()))
         self.metrics.evidence_applied.labels(source, type(obs).__name__).inc()
+        if _newly_transferred(current, o.session):
+            self.metrics.transfers.labels("phone").inc()
         log.info(
             "phone_evidence",
             account_id=agent_key[0],

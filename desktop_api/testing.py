@@ -56,8 +56,7 @@ async def running_bridge(settings: Settings) -> AsyncIterator[RunningBridge]:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-    port = sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         yield RunningBridge(f"http://{settings.host}:{port}", app, settings)
     finally:

@@ -86,8 +86,13 @@ def tenant_factory(admin: ApiClient):  # type: ignore[no-untyped-def]
 
 
 async def open_session(
-    api: ApiClient, session_id: str = "s-1", *, state: str | None = "connected",
-    number: str = "+34900000001", agent_id: str = "a-7", call_id: str | None = None,
+    api: ApiClient,
+    session_id: str = "s-1",
+    *,
+    state: str | None = "connected",
+    number: str = "+34900000001",
+    agent_id: str = "a-7",
+    call_id: str | None = None,
 ) -> dict:  # type: ignore[type-arg]
     """Open a session and return its JSON."""
     call: dict[str, str] = {}
@@ -95,8 +100,11 @@ async def open_session(
         call["state"] = state
     if call_id is not None:
         call["sip_call_id"] = call_id
-    body: dict[str, object] = {"id": session_id, "agent_id": agent_id,
-                               "customer": {"number": number}}
+    body: dict[str, object] = {
+        "id": session_id,
+        "agent_id": agent_id,
+        "customer": {"number": number},
+    }
     if call:
         body["call"] = call
     r = await api.post("/v1/sessions", body)

@@ -44,7 +44,11 @@ def test_numbers_match(a: str | None, b: str, same: bool) -> None:
 def session(sid: str, number: str = "+34900000001", call_id: str | None = None) -> Session:
     binding = Binding.CALL_ID if call_id else Binding.NONE
     return Session(
-        "acme", sid, "a-7", Customer(number), NOW,
+        "acme",
+        sid,
+        "a-7",
+        Customer(number),
+        NOW,
         call=Call(state=CallState.CONNECTED, sip_call_id=call_id, binding=binding),
     )
 
@@ -53,7 +57,7 @@ def test_call_id_given_by_the_desktop_wins() -> None:
     calls = PhoneCalls()
     calls.update("c-1", "+34900000001", CallState.CONNECTED)
     s1, s2 = session("s-1", call_id="c-1"), session("s-2")
-    target, changes = route([s1, s2], calls, "c-1")
+    target, _ = route([s1, s2], calls, "c-1")
     assert target is s1
 
 
@@ -80,7 +84,8 @@ def test_two_sessions_for_the_same_call_are_ambiguous() -> None:
     target, changes = route([session("s-1"), session("s-2")], calls, "c-1")
     assert target is None
     assert sorted((c.session_id, c.binding) for c in changes) == [
-        ("s-1", Binding.AMBIGUOUS), ("s-2", Binding.AMBIGUOUS)
+        ("s-1", Binding.AMBIGUOUS),
+        ("s-2", Binding.AMBIGUOUS),
     ]
 
 

@@ -30,10 +30,10 @@ from bridge.model import (
 )
 from bridge.session_machine import (
     Outcome,
+    apply_evidence,
     available_actions,
     desktop_step,
     end_session,
-    apply_evidence,
 )
 
 NOW = "2026-11-25T10:00:00.000Z"
@@ -78,7 +78,10 @@ class TestDesktopSteps:
         s = step(s, "next")
         assert s.transfer.state is TransferState.CONFIRMING
         assert available_actions(s, True) == [
-            "transfer.dismiss", "transfer.confirm", "transfer.deny", "end"
+            "transfer.dismiss",
+            "transfer.confirm",
+            "transfer.deny",
+            "end",
         ]
         s = step(s, "confirm")
         assert s.transfer.state is TransferState.TRANSFERRED
@@ -90,8 +93,9 @@ class TestDesktopSteps:
         assert available_actions(s, True) == ["end"]
         assert s.version == 6
 
-    @pytest.mark.parametrize("before", [["open"], ["open", "internal"],
-                                        ["open", "internal", "next"]])
+    @pytest.mark.parametrize(
+        "before", [["open"], ["open", "internal"], ["open", "internal", "next"]]
+    )
     def test_dismiss_returns_to_none_from_every_open_screen(self, before: list[str]) -> None:
         s = step(new_session(), *before, "dismiss")
         assert s.transfer.state is TransferState.NONE

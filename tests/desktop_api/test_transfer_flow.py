@@ -24,8 +24,14 @@ from desktop_api.testing import ApiClient, RunningBridge
 OK = "SIP/2.0 200 OK"
 
 
-async def feed(bridge: RunningBridge, obs: Any, *, call_id: str = "call-1",
-               remote: str | None = "+34900000001", phone: str = "sip:1001@pbx.example") -> None:
+async def feed(
+    bridge: RunningBridge,
+    obs: Any,
+    *,
+    call_id: str = "call-1",
+    remote: str | None = "+34900000001",
+    phone: str = "sip:1001@pbx.example",
+) -> None:
     """Phone evidence as a source would deliver it."""
     ev = PhoneEvidence("test-source", "2026-11-25T10:00:00.000Z", obs)
     await bridge.service.ingest(PhoneEvent(phone, ev, call_id=call_id, remote=remote))
@@ -69,8 +75,13 @@ async def test_manual_flow_through_every_screen(api: ApiClient, session_opener: 
     assert r.body["actions"] == []
     audit = (await api.get("/v1/sessions/s-1/audit")).body["entries"]
     assert [e["event"] for e in audit] == [
-        "session_opened", "transfer.open", "transfer.internal", "transfer.next",
-        "transfer.confirm", "transfer.acknowledge", "end",
+        "session_opened",
+        "transfer.open",
+        "transfer.internal",
+        "transfer.next",
+        "transfer.confirm",
+        "transfer.acknowledge",
+        "end",
     ]
     assert [e["seq"] for e in audit] == sorted(e["seq"] for e in audit)
 
@@ -132,8 +143,9 @@ async def test_rule5_agent_blocked_until_transferred_session_is_ended(
     assert agent["can_take_requests"] is False
     assert agent["blocking_sessions"] == ["s-1"]
     assert agent["blocked_reason"]
-    r = await api.post("/v1/sessions", {"id": "s-2", "agent_id": "a-7",
-                                        "customer": {"number": "+34900000009"}})
+    r = await api.post(
+        "/v1/sessions", {"id": "s-2", "agent_id": "a-7", "customer": {"number": "+34900000009"}}
+    )
     assert r.status == 409
     assert r.body["error"]["code"] == "agent_blocked"
     assert (await api.get("/v1/sessions/s-2")).status == 404
@@ -187,10 +199,15 @@ async def test_phone_proves_blind_transfer_before_any_click(
     assert s["call"]["state"] == "ended"
     assert s["actions"] == ["transfer.acknowledge", "end"]
     assert (await api.get("/v1/agents/a-7")).body["can_take_requests"] is False
-    events = [(e["kind"], e["event"]) for e in (await api.get("/v1/sessions/s-1/audit")).body[
-        "entries"]]
-    assert events[1:] == [("phone", "transfer_requested"), ("phone", "transfer_progress"),
-                          ("phone", "transfer_succeeded"), ("phone", "call_state")]
+    events = [
+        (e["kind"], e["event"]) for e in (await api.get("/v1/sessions/s-1/audit")).body["entries"]
+    ]
+    assert events[1:] == [
+        ("phone", "transfer_requested"),
+        ("phone", "transfer_progress"),
+        ("phone", "transfer_succeeded"),
+        ("phone", "call_state"),
+    ]
 
 
 async def test_attended_transfer_evidence_between_clicks(
