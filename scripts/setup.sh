@@ -9,17 +9,17 @@ if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     echo "transfer-bridge needs Python 3.11 or newer as $PY" >&2
     exit 1
 fi
-if ! "$PY" -m venv --help >/dev/null 2>&1 || ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+make_venv() { [ -x .venv/bin/python ] || "$PY" -m venv .venv 2>/dev/null; }
+if ! make_venv; then
+    rm -rf .venv
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+        make_venv
     else
-        echo "Python's venv module is missing: install python3-venv" >&2
+        echo "could not create .venv: install Python's venv support (python3-venv)" >&2
         exit 1
     fi
-fi
-if [ ! -x .venv/bin/python ]; then
-    "$PY" -m venv .venv
 fi
 stamp=".venv/.installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
