@@ -23,10 +23,16 @@ if ! make_venv; then
 fi
 stamp=".venv/.installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
     target="."
     [ -n "$extras" ] && target=".[$extras]"
-    .venv/bin/python -m pip install -q -e "$target" 2>&1 | grep -v '^WARNING: Location' || true
+    log=$(mktemp)
+    if ! .venv/bin/python -m pip install -q -e "$target" >"$log" 2>&1; then
+        grep -v '^WARNING: Location' "$log" >&2
+        rm -f "$log"
+        echo "installing the Python packages failed (see above)" >&2
+        exit 1
+    fi
+    rm -f "$log"
     .venv/bin/python -c 'import desktop_api.app' # fail here, not later, if the install broke
     touch "$stamp"
 fi
