@@ -60,8 +60,10 @@ class ChangeHub:
             pass
         finally:
             waiters.discard(fut)
-            if not waiters:
-                self._waiters.pop((account_id, session_id), None)
+            # Only drop the set if it is still the registered one: publish() may have swapped
+            # in a new set that later long-polls are waiting in.
+            if not waiters and self._waiters.get((account_id, session_id)) is waiters:
+                del self._waiters[(account_id, session_id)]
 
     def subscribe(self, account_id: str, agent_id: str | None) -> Subscriber:
         """Start receiving an account's changes."""

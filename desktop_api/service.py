@@ -480,9 +480,12 @@ class BridgeService:
             for change in changes:
                 s = self._open[(agent_key[0], change.session_id)]
                 known = calls.calls.get(change.call_id) if change.call_id else None
-                o = apply_binding(
-                    s, change.binding, change.call_id, known.state if known else None, now=now
-                )
+                # When the event itself is the call's new state, let apply_evidence set it, with
+                # the time the phone observed it.
+                same_call = change.call_id == event.call_id
+                event_sets_it = same_call and isinstance(obs, CallStateChanged)
+                state = None if known is None or event_sets_it else known.state
+                o = apply_binding(s, change.binding, change.call_id, state, now=now)
                 if o.changed:
                     outcomes[s.id] = o
             if target is None:

@@ -66,6 +66,12 @@ def text(
         raise InvalidInput("invalid_field", f"{key!r} must be a string", field=where)
     if not value.strip():
         raise InvalidInput("invalid_field", f"{key!r} must not be empty", field=where)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "invalid_field", f"{key!r} is not valid Unicode text", field=where
+        ) from None
     if len(value) > max_len:
         raise InvalidInput(
             "invalid_field", f"{key!r} is longer than {max_len} characters", field=where

@@ -23,7 +23,8 @@ def parse_phone(body: dict[str, Any]) -> Phone:
     v.check_keys(phone, "/phone", ["sip_uri"], ["ami_endpoint", "device"])
     sip_uri = v.text(phone, "sip_uri", "/phone", max_len=256)
     assert sip_uri is not None
-    if not sip_uri.lower().startswith(("sip:", "sips:")) or "@" not in phone_key(sip_uri):
+    user, _, host = phone_key(sip_uri).partition("@")
+    if not sip_uri.lower().startswith(("sip:", "sips:")) or not user or not host:
         raise InvalidInput(
             "invalid_field", "sip_uri must look like sip:user@host", field="/phone/sip_uri"
         )

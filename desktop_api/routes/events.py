@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from bridge.errors import InvalidInput
-from bridge.model import Session
-from desktop_api import validation as v
+from bridge.model import ID_PATTERN, Session
 from desktop_api.keys import METRICS, SERVICE
 from desktop_api.middleware import require_account
 
 routes = web.RouteTableDef()
 REPLAY_PAGE = 500
 PING_SECONDS = 15.0
+CURSOR = re.compile(r"[0-9]{1,18}")
 
 
 @routes.get("/v1/events")
@@ -28,19 +29,27 @@ async def events(request: web.Request) -> web.StreamResponse:
     """
     account_id = require_account(request)
     agent_id = request.query.get("agent_id")
-    if agent_id is not None:
-        v.check_id(agent_id, "/query/agent_id")
-    raw_cursor = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if agent_id is not None and not ID_PATTERN.fullmatch(agent_id):
+        raise InvalidInput(
+            "invalid_parameter", "agent_id must be an agent id", field="/query/agent_id"
+        )
+    raw_cursor, where = request.headers.get("Last-Event-ID"), "/header/Last-Event-ID"
+    if raw_cursor is None:
+        raw_cursor, where = request.query.get("last_event_id"), "/query/last_event_id"
     cursor: int | None = None
     if raw_cursor is not None:
-        if not raw_cursor.isdigit():
+        if not CURSOR.fullmatch(raw_cursor):
             raise InvalidInput(
                 "invalid_parameter",
                 "Last-Event-ID must be a cursor this stream sent (a whole number)",
-                field="/header/Last-Event-ID",
+                field=where,
             )
         cursor = int(raw_cursor)
     service = request.app[SERVICE]
+    if cursor is not None and cursor > service.hub.last_seq:
+        # A cursor from another store (or a rebuilt one): skipping events up to it would lose
+        # changes, so start over with the current state instead.
+        cursor = None
     metrics = request.app[METRICS]
     sub = service.hub.subscribe(account_id, agent_id)
     metrics.sse_streams.inc()

@@ -72,6 +72,14 @@ def _number(request: web.Request, name: str, low: float, high: float) -> float |
     return value
 
 
+def _etag_matches(header: str | None, version: int) -> bool:
+    """RFC 9110 weak comparison: a list of tags, each maybe `W/`, or `*`."""
+    if header is None:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or f'"{version}"' in tags
+
+
 @routes.get("/v1/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
     """The session; `?wait=S&version=N` long-polls until its version passes N."""
@@ -93,7 +101,7 @@ async def get_session(request: web.Request) -> web.Response:
     ):
         await service.hub.wait(account_id, session_id, wait)
         session = await service.get_session(account_id, session_id)
-    elif wait is None and request.headers.get("If-None-Match") == f'"{session.version}"':
+    elif wait is None and _etag_matches(request.headers.get("If-None-Match"), session.version):
         return web.Response(status=304, headers={"ETag": f'"{session.version}"'})
     return _session_response(request, session)
 
