@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -21,8 +22,9 @@ from desktop_api.storage import open_store
 log = structlog.get_logger("transfer_bridge.app")
 
 
+@functools.cache
 def load_openapi() -> dict[str, Any]:
-    """The hand-written contract shipped with the package."""
+    """The hand-written contract shipped with the package (parsed once per process)."""
     text = resources.files("desktop_api").joinpath("openapi.yaml").read_text()
     document: dict[str, Any] = yaml.safe_load(text)
     return document

@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from desktop_api.app import create_app
 from desktop_api.config import ConfigError, load_settings
 from desktop_api.logs import configure_logging
+
+log = structlog.get_logger("transfer_bridge.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,20 +33,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     if not settings.admin_token:
-        print(
-            "transfer-bridge: warning: no admin token set (TRANSFER_BRIDGE_ADMIN_TOKEN); "
-            "admin endpoints will refuse every request",
-            file=sys.stderr,
+        log.warning(
+            "no_admin_token",
+            hint="set TRANSFER_BRIDGE_ADMIN_TOKEN; admin endpoints refuse every request",
         )
     # run_app handles SIGINT and SIGTERM: in-flight requests finish, cleanup_ctx closes the store.
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10.0,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=10.0,
+        )
+    except OSError as exc:
+        print(
+            f"transfer-bridge: http.listen: cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

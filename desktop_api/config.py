@@ -59,6 +59,8 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if isinstance(default, int):
+        if isinstance(value, bool | float):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -77,6 +79,8 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     merged: dict[str, dict[str, Any]] = {s: dict(v) for s, v in DEFAULTS.items()}
@@ -134,6 +138,8 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(entries, list):
             raise ConfigError(f"sources.{kind} must be an array of tables ([[sources.{kind}]])")
         for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ConfigError(f"sources.{kind}[{i}] must be a table")
             for key, value in entry.items():
                 want = SOURCE_KINDS[kind].get(key)
                 if want is None:

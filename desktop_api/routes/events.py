@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 
 from bridge.errors import InvalidInput
 from bridge.model import ID_PATTERN, Session
+from desktop_api.changes import Subscriber
 from desktop_api.keys import METRICS, SERVICE
 from desktop_api.middleware import require_account
 
@@ -17,6 +20,33 @@ routes = web.RouteTableDef()
 REPLAY_PAGE = 500
 PING_SECONDS = 15.0
 CURSOR = re.compile(r"[0-9]{1,18}")
+
+
+async def _follow(
+    stream: EventSourceResponse,
+    sub: Subscriber,
+    send: Callable[[int, Session], Awaitable[None]],
+    sent: int,
+) -> None:
+    """Forward live changes until the client leaves, falls behind, or the bridge stops."""
+    gone = asyncio.ensure_future(stream.wait())  # ends when a ping finds the client gone
+    try:
+        while not sub.overflowed:
+            getter = asyncio.ensure_future(sub.queue.get())
+            await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                return
+            item = getter.result()
+            if item is None or sub.overflowed:
+                return
+            seq, session = item
+            if seq <= sent:
+                continue  # already replayed from the store
+            await send(seq, session)
+            sent = seq
+    finally:
+        gone.cancel()
 
 
 @routes.get("/v1/events")
@@ -72,15 +102,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                         sent = change.seq
                     if len(page) < REPLAY_PAGE:
                         break
-            while not sub.overflowed and stream.is_connected():
-                item = await sub.queue.get()
-                if item is None or sub.overflowed:
-                    break
-                seq, session = item
-                if seq <= sent:
-                    continue  # already replayed from the store
-                await send(seq, session)
-                sent = seq
+            await _follow(stream, sub, send, sent)
+    except ConnectionResetError:
+        pass  # the desktop left; it resumes with Last-Event-ID when it comes back
     finally:
         service.hub.unsubscribe(sub)
         metrics.sse_streams.dec()
