@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp import web
 from desktop_api.config import Settings
 from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE, SETTINGS
 from desktop_api.metrics import Metrics
-from desktop_api.middleware import auth_middleware, error_middleware
+from desktop_api.middleware import AUTH_CACHE, api_middleware
 from desktop_api.routes import accounts, agents, events, sessions, system
 from desktop_api.service import BridgeService
 from desktop_api.storage import open_store
@@ -36,6 +37,8 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = BridgeService(store, app[METRICS])
     await service.start()
     app[SERVICE] = service
+    # What start-up loaded lives as long as the process: keep the cyclic GC from re-scanning it.
+    gc.freeze()
     health = app[HEALTH]
     for kind, entries in settings.sources.items():
         for i, entry in enumerate(entries):
@@ -58,13 +61,14 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     """The whole HTTP face: resources, middlewares, life cycle."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[api_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[OPENAPI] = load_openapi()
     app[HEALTH] = {}
+    app[AUTH_CACHE] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)
     for module in (accounts, agents, sessions, events, system):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +88,7 @@ class BridgeService:
         self._open: dict[tuple[str, str], Session] = {}
         self._open_by_agent: dict[AgentKey, dict[str, Session]] = {}
         self._phone_calls: dict[str, PhoneCalls] = {}
+        self._encoded: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._locks: dict[AgentKey, asyncio.Lock] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
 
@@ -140,6 +142,7 @@ class BridgeService:
         by_agent = self._open_by_agent.setdefault((session.account_id, session.agent_id), {})
         if session.status is SessionStatus.ENDED:
             self._open.pop(key, None)
+            self._encoded.pop(key, None)
             by_agent.pop(session.id, None)
         else:
             self._open[key] = session
@@ -312,6 +315,25 @@ class BridgeService:
         """The session as the API shows it."""
         account = self.accounts.get(session.account_id)
         return session_view(session, bool(account and account.transfer_enabled))
+
+    def view_bytes(self, session: Session) -> bytes:
+        """`view` encoded as JSON, cached per open session and version.
+
+        Sessions are immutable values and every change (the account's transfer switch too)
+        bumps the version, so the encoding of a version never goes stale.
+        """
+        key = (session.account_id, session.id)
+        cached = self._encoded.get(key)
+        if cached is not None and cached[0] == session.version:
+            return cached[1]
+        body = json.dumps(self.view(session)).encode()
+        if key in self._open:
+            self._encoded[key] = (session.version, body)
+        return body
+
+    def cached_session(self, account_id: str, session_id: str) -> Session | None:
+        """An open session from memory, without a trip to the store."""
+        return self._open.get((account_id, session_id))
 
     async def get_session(self, account_id: str, session_id: str) -> Session:
         """An open session from memory, an ended one from the store, or NotFound."""

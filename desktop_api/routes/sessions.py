@@ -20,10 +20,12 @@ OPENING_CALL_STATES = ("ringing", "connected")
 
 
 def _session_response(request: web.Request, session: Any, status: int = 200) -> web.Response:
-    service = request.app[SERVICE]
-    resp = web.json_response(service.view(session), status=status)
-    resp.headers["ETag"] = f'"{session.version}"'
-    return resp
+    return web.Response(
+        body=request.app[SERVICE].view_bytes(session),
+        status=status,
+        content_type="application/json",
+        headers={"ETag": f'"{session.version}"'},
+    )
 
 
 @routes.post("/v1/sessions")
@@ -86,13 +88,17 @@ async def get_session(request: web.Request) -> web.Response:
     account_id = require_account(request)
     session_id = request.match_info["session_id"]
     service = request.app[SERVICE]
-    wait = _number(request, "wait", 0, MAX_WAIT)
-    version = _number(request, "version", 0, 2**53)
+    wait = version = None
+    if request.query_string:
+        wait = _number(request, "wait", 0, MAX_WAIT)
+        version = _number(request, "version", 0, 2**53)
     if version is not None and version != int(version):
         raise InvalidInput(
             "invalid_parameter", "version must be a whole number", field="/query/version"
         )
-    session = await service.get_session(account_id, session_id)
+    session = service.cached_session(account_id, session_id)
+    if session is None:
+        session = await service.get_session(account_id, session_id)
     if (
         wait
         and version is not None
