@@ -5,6 +5,7 @@ Used by the project's tests and benchmarks, and handy for desktop developers' ow
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -132,3 +133,67 @@ class ApiClient:
     async def step(self, session_id: str, action: str) -> Reply:
         """One desktop transfer step."""
         return await self.post(f"/v1/sessions/{session_id}/transfer", {"action": action})
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class EventStream:
+    """A `text/event-stream` read by hand, one event at a time."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.closed = False
+
+    async def next(self, within: float = 3.0) -> dict[str, Any] | None:
+        """The next event, or None when the stream ends or nothing comes `within` seconds."""
+        fields: dict[str, str] = {}
+        data: list[str] = []
+        deadline = _now() + within
+        while True:
+            left = deadline - _now()
+            if left <= 0:
+                return None
+            try:
+                line = await asyncio.wait_for(self.resp.content.readline(), left)
+            except TimeoutError:
+                return None
+            if not line:
+                self.closed = True
+                return None
+            text = line.decode().rstrip("\r\n")
+            if text == "":
+                if data:
+                    return {**fields, "data": json.loads("\n".join(data))}
+                fields = {}
+                continue
+            if text.startswith(":"):
+                continue  # a comment (ping)
+            name, _, value = text.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            else:
+                fields[name] = value
+
+    async def take(self, count: int, within: float = 3.0) -> list[dict[str, Any]]:
+        """Exactly `count` events, each within `within` seconds."""
+        events = []
+        for _ in range(count):
+            event = await self.next(within)
+            assert event is not None, f"only {len(events)} of {count} events arrived: {events}"
+            events.append(event)
+        return events
+
+    async def drain(self, quiet: float) -> list[dict[str, Any]]:
+        """Every event until nothing comes for `quiet` seconds or the stream ends."""
+        events = []
+        while (event := await self.next(quiet)) is not None:
+            events.append(event)
+        return events
+
+    async def quiet(self, seconds: float = 0.4) -> None:
+        """Nothing more arrives for a while."""
+        event = await self.next(seconds)
+        assert event is None, f"unexpected event {event}"

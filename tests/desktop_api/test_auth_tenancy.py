@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 import structlog
 
-from desktop_api.testing import ApiClient, Reply, RunningBridge
+from desktop_api.testing import ApiClient, EventStream, Reply, RunningBridge
 
 REALM = 'Bearer realm="transfer-bridge"'
 
@@ -202,30 +201,6 @@ async def test_another_accounts_sessions_are_not_listed(api: ApiClient, two_tena
     assert {s["id"] for s in r.body["sessions"]} == {"g-s1"}
 
 
-async def read_events(resp: aiohttp.ClientResponse, seconds: float) -> list[dict[str, Any]]:
-    """Every SSE event that arrives within `seconds`."""
-    events: list[dict[str, Any]] = []
-    current: dict[str, str] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (left := deadline - loop.time()) > 0:
-        try:
-            line = await asyncio.wait_for(resp.content.readline(), left)
-        except TimeoutError:
-            break
-        if not line:
-            break
-        text = line.decode().rstrip("\r\n")
-        if not text:
-            if "data" in current:
-                events.append({**current, "data": json.loads(current["data"])})
-            current = {}
-        elif not text.startswith(":"):
-            name, _, value = text.partition(":")
-            current[name] = value.removeprefix(" ")
-    return events
-
-
 async def test_event_stream_never_shows_another_accounts_changes(
     bridge: RunningBridge, api: ApiClient, two_tenants: Any, http: aiohttp.ClientSession
 ) -> None:
@@ -233,25 +208,25 @@ async def test_event_stream_never_shows_another_accounts_changes(
     headers = {"Authorization": f"Bearer {api.token}"}
     async with http.get(bridge.url + "/v1/events", headers=headers) as resp:
         assert resp.status == 200
-        snapshot = await read_events(resp, 0.5)
+        snapshot = await EventStream(resp).drain(0.5)
         assert [e["data"]["id"] for e in snapshot] == ["s-1"]
         # globex works its session through the whole flow and ends it; acme steps once.
         for action in ("open", "internal", "next", "confirm"):
             assert (await globex.api.step("g-s1", action)).status == 200
         assert (await globex.api.post("/v1/sessions/g-s1/end", {"result": "x"})).status == 200
         assert (await api.step("s-1", "open")).status == 200
-        live = await read_events(resp, 0.7)
+        live = await EventStream(resp).drain(0.7)
     assert [(e["data"]["id"], e["data"]["version"]) for e in live] == [("s-1", 2)]
     assert all(e["data"]["account_id"] == "acme" for e in snapshot + live)
     # Replaying from before globex's changes shows only acme's change too.
     replay_headers = {**headers, "Last-Event-ID": snapshot[0]["id"]}
     async with http.get(bridge.url + "/v1/events", headers=replay_headers) as resp:
-        replay = await read_events(resp, 0.7)
+        replay = await EventStream(resp).drain(0.7)
     assert [(e["data"]["id"], e["data"]["version"]) for e in replay] == [("s-1", 2)]
     # The agent filter cannot reach across accounts either.
     async with http.get(bridge.url + "/v1/events?agent_id=g-1", headers=headers) as resp:
         assert resp.status == 200
-        assert await read_events(resp, 0.3) == []
+        assert await EventStream(resp).drain(0.3) == []
 
 
 async def test_long_poll_on_another_accounts_session_does_not_wait(

@@ -7,7 +7,6 @@ Waiting requests are synchronised through `/metrics` (`transfer_bridge_long_poll
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 import structlog
 
 from bridge.model import Action
-from desktop_api.testing import ApiClient, Reply, RunningBridge
+from desktop_api.testing import ApiClient, EventStream, Reply, RunningBridge
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -40,58 +39,6 @@ async def until_metric(client: ApiClient, name: str, value: float, within: float
     while (seen := await metric(client, name)) != value:
         assert now() < deadline, f"{name} stayed {seen}, expected {value}"
         await asyncio.sleep(0.01)
-
-
-class EventStream:
-    """A `text/event-stream` read by hand, one event at a time."""
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self.resp = resp
-        self.closed = False
-
-    async def next(self, within: float = 3.0) -> dict[str, Any] | None:
-        """The next event, or None when the stream ends or nothing comes `within` seconds."""
-        fields: dict[str, str] = {}
-        data: list[str] = []
-        deadline = now() + within
-        while True:
-            left = deadline - now()
-            if left <= 0:
-                return None
-            try:
-                line = await asyncio.wait_for(self.resp.content.readline(), left)
-            except TimeoutError:
-                return None
-            if not line:
-                self.closed = True
-                return None
-            text = line.decode().rstrip("\r\n")
-            if text == "":
-                if data:
-                    return {**fields, "data": json.loads("\n".join(data))}
-                fields = {}
-                continue
-            if text.startswith(":"):
-                continue  # a comment (ping)
-            name, _, value = text.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            else:
-                fields[name] = value
-
-    async def take(self, count: int, within: float = 3.0) -> list[dict[str, Any]]:
-        events = []
-        for _ in range(count):
-            event = await self.next(within)
-            assert event is not None, f"only {len(events)} of {count} events arrived: {events}"
-            events.append(event)
-        return events
-
-    async def quiet(self, seconds: float = 0.4) -> None:
-        """Nothing more arrives for a while."""
-        event = await self.next(seconds)
-        assert event is None, f"unexpected event {event}"
 
 
 @asynccontextmanager

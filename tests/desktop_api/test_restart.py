@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from desktop_api.testing import ApiClient
+from desktop_api.testing import ApiClient, EventStream
 
 pytestmark = pytest.mark.slow
 
@@ -125,27 +125,6 @@ async def clients(bridge: Bridge, token: str | None = None) -> AsyncIterator[Api
         yield ApiClient(http, bridge.url, token or ADMIN)
 
 
-async def read_events(resp: aiohttp.ClientResponse, quiet: float) -> list[dict[str, Any]]:
-    """SSE events until the stream is quiet for `quiet` seconds (or ends)."""
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    while True:
-        try:
-            line = await asyncio.wait_for(resp.content.readline(), quiet)
-        except TimeoutError:
-            return events
-        if not line:
-            return events
-        text = line.decode().rstrip("\r\n")
-        if not text:
-            if "data" in current:
-                events.append({**current, "data": json.loads(current["data"])})
-            current = {}
-        elif not text.startswith(":"):
-            name, _, value = text.partition(":")
-            current[name] = value.removeprefix(" ")
-
-
 async def snapshot(api: ApiClient, admin: ApiClient) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for sid in ("s-1", "s-2", "s-3"):
@@ -214,7 +193,7 @@ async def test_a_restart_loses_nothing(launch: Any) -> None:
         async with admin.http.get(
             first.url + "/v1/events", headers={"Authorization": f"Bearer {token}"}
         ) as resp:
-            (current,) = await read_events(resp, 0.3)
+            (current,) = await EventStream(resp).drain(0.3)
         cursor = current["id"]
         assert current["data"] == s1
 
@@ -255,7 +234,7 @@ async def test_a_restart_loses_nothing(launch: Any) -> None:
         # Resuming the event stream from the pre-restart cursor replays everything after it.
         headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": cursor}
         async with admin.http.get(second.url + "/v1/events", headers=headers) as resp:
-            replay = await read_events(resp, 0.5)
+            replay = await EventStream(resp).drain(0.5)
         assert [(e["data"]["id"], e["data"]["version"]) for e in replay] == [
             ("s-2", 1),
             ("s-2", 2),
@@ -296,7 +275,7 @@ async def test_sigterm_answers_a_waiting_long_poll_and_exits_cleanly(launch: Any
         )
         headers = {"Authorization": f"Bearer {token}"}
         async with admin.http.get(bridge.url + "/v1/events", headers=headers) as resp:
-            assert len(await read_events(resp, 0.3)) == 1
+            assert len(await EventStream(resp).drain(0.3)) == 1
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5
             while (
