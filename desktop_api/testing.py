@@ -179,7 +179,7 @@ class EventStream:
 
     async def take(self, count: int, within: float = 3.0) -> list[dict[str, Any]]:
         """Exactly `count` events, each within `within` seconds."""
-        events = []
+        events: list[dict[str, Any]] = []
         for _ in range(count):
             event = await self.next(within)
             assert event is not None, f"only {len(events)} of {count} events arrived: {events}"
