@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+bash scripts/rig/install.sh .venv          # Kamailio and SIPp for the real-traffic tests
 export PATH="$PWD/.venv/bin:$PATH"
+export TRANSFER_BRIDGE_RIG_REQUIRED=1      # here a missing rig is a failure, not a skip
 echo "== ruff"
 ruff check .
 ruff format --check .
