@@ -13,11 +13,12 @@ import yaml
 from aiohttp import web
 
 from desktop_api.config import Settings
-from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE, SETTINGS
+from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE, SETTINGS, SOURCES
 from desktop_api.metrics import Metrics
 from desktop_api.middleware import AUTH_CACHE, api_middleware
 from desktop_api.routes import accounts, agents, events, sessions, system
 from desktop_api.service import BridgeService
+from desktop_api.sources import running_sources
 from desktop_api.storage import open_store
 
 log = structlog.get_logger("transfer_bridge.app")
@@ -39,15 +40,12 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SERVICE] = service
     # What start-up loaded lives as long as the process: keep the cyclic GC from re-scanning it.
     gc.freeze()
-    health = app[HEALTH]
-    for kind, entries in settings.sources.items():
-        for i, entry in enumerate(entries):
-            name = entry.get("name", f"{kind}-{i}")
-            # Sources arrive in later releases; say so instead of pretending to listen.
-            health[name] = {"kind": kind, "status": "not_implemented"}
-            log.warning("source_not_implemented", kind=kind, name=name)
     log.info("bridge_started", listen=f"{settings.host}:{settings.port}")
-    yield
+    async with running_sources(
+        service, settings.sources, app[HEALTH], app[METRICS].registry
+    ) as sources:
+        app[SOURCES] = sources
+        yield
     await service.close()
     log.info("bridge_stopped")
 

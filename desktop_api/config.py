@@ -16,7 +16,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "log": {"format": "json", "level": "info"},
 }
 SOURCE_KINDS: dict[str, dict[str, type]] = {
-    "hep": {"listen": str, "password": str, "name": str},
+    "hep": {"listen": str, "password": str, "name": str, "match_user": bool},
     "ami": {"host": str, "port": int, "username": str, "secret": str, "name": str},
 }
 LEVELS = ("debug", "info", "warning", "error")
@@ -46,7 +46,7 @@ class Settings:
 def parse_listen(value: str, key: str) -> tuple[str, int]:
     """`host:port` (IPv6 as `[::1]:8080`)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
         raise ConfigError(f"{key}: expected host:port, got {value!r}")
     return host.strip("[]"), int(port)
 
@@ -144,7 +144,7 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
                 want = SOURCE_KINDS[kind].get(key)
                 if want is None:
                     raise ConfigError(f"unknown key sources.{kind}[{i}].{key}")
-                if not isinstance(value, want) or isinstance(value, bool):
+                if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     raise ConfigError(f"sources.{kind}[{i}].{key}: expected {want.__name__}")
         out[kind] = [dict(e) for e in entries]
     return out

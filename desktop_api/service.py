@@ -89,6 +89,9 @@ class BridgeService:
         self._open_by_agent: dict[AgentKey, dict[str, Session]] = {}
         self._phone_calls: dict[str, PhoneCalls] = {}
         self._encoded: dict[tuple[str, str], tuple[int, bytes]] = {}
+        # Called after an agent (and so possibly a phone) changes: sources re-read the phones.
+        self.on_agents_changed: list[Callable[[], None]] = []
+        self.evidence_pump: Any = None  # set by the sources; tests drain it
         self._locks: dict[AgentKey, asyncio.Lock] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
 
@@ -271,6 +274,8 @@ class BridgeService:
                     "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
                 ) from exc
             self._remember_agent(agent)
+        for callback in self.on_agents_changed:
+            callback()
         log.info("agent_saved", account_id=account_id, agent_id=agent_id, created=created)
         return agent, created
 

@@ -58,7 +58,7 @@ def write(path: Path, text: str) -> Path:
 
 
 async def test_a_file_with_every_section_runs_and_the_environment_wins(tmp_path: Path) -> None:
-    file_port, env_port = free_port(), free_port()
+    file_port, env_port, hep_port = free_port(), free_port(), free_port()
     config = write(
         tmp_path / "bridge.toml",
         f"""
@@ -78,7 +78,7 @@ level = "warning"
 
 [[sources.hep]]
 name = "pbx-hep"
-listen = "127.0.0.1:9060"
+listen = "127.0.0.1:{hep_port}"
 password = "hep-secret"
 
 [[sources.ami]]
@@ -106,7 +106,11 @@ secret = "ami-secret"
                 await asyncio.sleep(0.05)
             assert health["status"] == "ok", health
             assert health["sources"] == {
-                "pbx-hep": {"kind": "hep", "status": "not_implemented"},
+                "pbx-hep": {
+                    "kind": "hep",
+                    "status": "listening",
+                    "listen": f"127.0.0.1:{hep_port}",
+                },
                 "ami-0": {"kind": "ami", "status": "not_implemented"},
             }
             # [auth] admin_token from the file

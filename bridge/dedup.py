@@ -1,0 +1,98 @@
+"""One SIP message seen twice is one message: UDP retransmissions and double capture.
+
+A proxy's siptrace (Kamailio) captures each message as received and as forwarded; the forwarded
+copy has one more Via on top and a Record-Route, so the key uses what both copies share: Call-ID,
+CSeq number and method, the status code of a response and the *bottom* Via's branch (the
+originating UA's). Memory is bounded by a time window and a hard cap on entries.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+from bridge.sip import SipMessage, parse_via
+from bridge.sip.syntax import split_top_level
+
+__all__ = ["Deduplicator", "MessageKey", "bottom_via_branch", "message_key"]
+
+DEFAULT_WINDOW = 32.0  # 64*T1: the longest a SIP transaction retransmits (RFC 3261 17)
+DEFAULT_MAX_ENTRIES = 500_000
+
+
+class MessageKey(NamedTuple):
+    """What a retransmission and a proxy's second capture of a message have in common."""
+
+    call_id: str
+    cseq: int
+    method: str
+    status: int
+    branch: str
+
+
+def bottom_via_branch(msg: SipMessage) -> str:
+    """The branch of the bottom Via (the originating UA's), or "" without one."""
+    vias = msg.raw_headers("via")
+    last = vias[-1] if vias else ""
+    if "," in last:
+        last = split_top_level(last, ",", angle=False)[-1]
+    i = last.find(";branch=")
+    if i >= 0 and '"' not in last:
+        end = last.find(";", i + 8)
+        return (last[i + 8 :] if end < 0 else last[i + 8 : end]).strip()
+    if "branch" not in last.lower():
+        return ""
+    return parse_via(last.strip()).branch or ""
+
+
+def message_key(msg: SipMessage) -> MessageKey:
+    """The de-duplication key of a message; may raise ``SipParseError`` (bad CSeq or Via)."""
+    cseq = msg.cseq
+    return MessageKey(
+        msg.call_id, cseq.number, cseq.method, msg.status_code or 0, bottom_via_branch(msg)
+    )
+
+
+class Deduplicator:
+    """Remembers message keys for ``window`` seconds of capture time; no clock of its own."""
+
+    __slots__ = ("_order", "_seen", "max_entries", "window")
+
+    def __init__(
+        self, window: float = DEFAULT_WINDOW, max_entries: int = DEFAULT_MAX_ENTRIES
+    ) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._seen: dict[MessageKey, float] = {}
+        self._order: deque[tuple[float, MessageKey]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, key: MessageKey, at: float) -> bool:
+        """True if ``key`` was seen less than ``window`` before ``at``; otherwise remember it."""
+        first = self._seen.get(key)
+        if first is not None and abs(at - first) <= self.window:
+            return True
+        self._seen[key] = at
+        order = self._order
+        order.append((at, key))
+        if len(order) > self.max_entries:
+            self._drop_oldest()
+        return False
+
+    def _drop_oldest(self) -> None:
+        at, key = self._order.popleft()
+        if self._seen.get(key) == at:
+            del self._seen[key]
+
+    def next_deadline(self) -> float | None:
+        """When the oldest entry falls out of the window, or None when empty."""
+        return self._order[0][0] + self.window if self._order else None
+
+    def expire(self, now: float) -> None:
+        """Forget keys first seen more than ``window`` before ``now``."""
+        order = self._order
+        limit = now - self.window
+        while order and order[0][0] <= limit:
+            self._drop_oldest()
