@@ -32,8 +32,7 @@ class MessageKey(NamedTuple):
 
 def bottom_via_branch(msg: SipMessage) -> str:
     """The branch of the bottom Via (the originating UA's), or "" without one."""
-    vias = msg.raw_headers("via")
-    last = vias[-1] if vias else ""
+    last = msg.bottom_via
     if "," in last:
         last = split_top_level(last, ",", angle=False)[-1]
     i = last.find(";branch=")
@@ -48,9 +47,13 @@ def bottom_via_branch(msg: SipMessage) -> str:
 def message_key(msg: SipMessage) -> MessageKey:
     """The de-duplication key of a message; may raise ``SipParseError`` (bad CSeq or Via)."""
     cseq = msg.cseq
-    return MessageKey(
-        msg.call_id, cseq.number, cseq.method, msg.status_code or 0, bottom_via_branch(msg)
+    return _new_key(
+        MessageKey,
+        (msg.call_id, cseq.number, cseq.method, msg.status_code or 0, bottom_via_branch(msg)),
     )
+
+
+_new_key = tuple.__new__  # MessageKey(...) without its Python-level __new__ (hot path)
 
 
 class Deduplicator:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import operator
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from bridge.errors import BridgeError
 
@@ -122,6 +124,17 @@ def decode_hep(data: bytes) -> HepPacket:
     total = (data[4] << 8) | data[5]
     if total != size:
         raise _fail(f"length field says {total} bytes, packet has {size}")
+    for layout in _layouts:
+        packet = _decode_known(data, size, layout)
+        if packet is not None:
+            return packet
+    packet = _decode_chunks(data, size)
+    _learn_layout(data, size)
+    return packet
+
+
+def _decode_chunks(data: bytes, size: int) -> HepPacket:
+    """The general decoder: walks the chunks one by one and checks each."""
     src_ip = dst_ip = ""
     src_port = dst_port = 0
     seconds: int | None = None
@@ -222,6 +235,169 @@ def decode_hep(data: bytes) -> HepPacket:
         ip_proto,
         vlan_id,
     )
+
+
+# -- the fast path: packets laid out like earlier ones ------------------------------------------
+#
+# A capture agent writes every packet with the same chunks in the same order; only the values
+# and the payload's length vary. Once a packet has decoded the general way its layout is kept,
+# and a later packet whose chunk headers are exactly the same (one struct unpack, one tuple
+# comparison) has all its values read by one more unpack. Any other packet takes the general
+# path, so the result, errors included, is the same either way.
+
+_MAX_LAYOUTS = 4
+_MAX_CACHED = 4096  # texts of IP addresses and auth keys kept (then the cache starts over)
+# The chunks whose values a layout reads, in the order _Layout.pick returns them (an IPv6
+# address chunk, 5 or 6, stands in for 3 or 4), and their formats.
+_READ = (1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 14, 17, 18)
+_FORMAT = {1: "B", 2: "B", 7: "H", 8: "H", 9: "I", 10: "I", 11: "B", 18: "H"}
+_IPV6_AS = {5: 3, 6: 4}
+# Appended to the values read, so that an absent chunk reads as its default.
+_DEFAULTS: tuple[None, int, bytes] = (None, 0, b"")
+_DEFAULT_AT = {3: 2, 4: 2, 7: 1, 8: 1, 10: 1}  # offset in _DEFAULTS; the others are None
+
+
+class _Layout(NamedTuple):
+    """Packets of one shape: their chunk headers, and where values and payload sit."""
+
+    heads: struct.Struct  # the chunk headers from offset 6 to the payload's vendor and type
+    heads_expected: tuple[int, ...]
+    values: struct.Struct  # the values of the chunks before the payload, from offset 6
+    payload_at: int
+    tail_size: int  # bytes of the chunks after the payload (0 when it is the last)
+    tail_heads: struct.Struct
+    tail_expected: tuple[int, ...]
+    tail_values: struct.Struct
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # the values of _READ's chunks, in order
+
+
+_new_packet = tuple.__new__  # HepPacket(...) without its Python-level __new__
+_layouts: list[_Layout] = []
+_address_texts: dict[bytes, str] = {}
+_key_texts: dict[bytes, str] = {}
+
+
+def _decode_known(data: bytes, size: int, layout: _Layout) -> HepPacket | None:
+    """Decode a packet of ``layout``'s shape; None if its shape is another."""
+    at = layout.payload_at
+    end = size - layout.tail_size
+    if end - at < 6 or layout.heads.unpack_from(data, 6) != layout.heads_expected:
+        return None
+    if (data[at + 4] << 8) | data[at + 5] != end - at:
+        return None
+    values = layout.values.unpack_from(data, 6)
+    if layout.tail_size:
+        if layout.tail_heads.unpack_from(data, end) != layout.tail_expected:
+            return None
+        values += layout.tail_values.unpack_from(data, end)
+    values += _DEFAULTS
+    family, proto, src, dst, sport, dport, sec, usec, ptype, capture, key, corr, vlan = layout.pick(
+        values
+    )
+    texts = _address_texts
+    src_ip = texts.get(src)
+    if src_ip is None:
+        src_ip = _remember(texts, src, _address_text(src))
+    dst_ip = texts.get(dst)
+    if dst_ip is None:
+        dst_ip = _remember(texts, dst, _address_text(dst))
+    auth_key = None
+    if key is not None:
+        auth_key = _key_texts.get(key)
+        if auth_key is None:
+            auth_key = _remember(_key_texts, key, _text(key))
+    return _new_packet(
+        HepPacket,
+        (
+            src_ip,
+            sport,
+            dst_ip,
+            dport,
+            None if sec is None else sec + usec / 1_000_000,
+            ptype,
+            capture,
+            auth_key,
+            data[at + 6 : end],
+            None if corr is None else _text(corr),
+            family,
+            proto,
+            vlan,
+        ),
+    )
+
+
+def _address_text(raw: bytes) -> str:
+    if len(raw) == 4:
+        return _ipv4(raw, 0)
+    return ipaddress.IPv6Address(raw).compressed if raw else ""
+
+
+def _remember(cache: dict[bytes, str], raw: bytes, text: str) -> str:
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[raw] = text
+    return text
+
+
+def _learn_layout(data: bytes, size: int) -> None:
+    """Keep the layout of a packet that just decoded, if the fast path can read its kind."""
+    chunks: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    off = 6
+    while off < size:
+        vendor, ctype, clen = _CHUNK_HEADER.unpack_from(data, off)
+        off += clen
+        if vendor == 0:
+            field = _IPV6_AS.get(ctype, ctype)
+            if field in seen or ctype == 16:
+                return  # a repeated chunk (or both address kinds): the general path only
+            seen.add(field)
+        chunks.append((vendor, ctype, clen))
+    payload = next(i for i, (vendor, ctype, _) in enumerate(chunks) if (vendor, ctype) == (0, 15))
+    before, after = chunks[:payload], chunks[payload + 1 :]
+    read: list[int] = []
+
+    def formats(group: list[tuple[int, int, int]]) -> tuple[str, tuple[int, ...], str]:
+        heads, values = [], []
+        for vendor, ctype, clen in group:
+            vlen = clen - 6
+            heads.append(f"HHH{vlen}x" if vlen else "HHH")
+            field = _IPV6_AS.get(ctype, ctype)
+            if vendor != 0 or field not in _READ:
+                values.append(f"{clen}x")
+                continue
+            if field in (3, 4, 14, 17):
+                fmt = f"{vlen}s"
+            elif ctype == 12:
+                fmt = "I" if vlen == 4 else "H"
+            else:
+                fmt = _FORMAT[ctype]
+            values.append("6x" + fmt)
+            read.append(field)
+        return "".join(heads), tuple(x for chunk in group for x in chunk), "".join(values)
+
+    heads, expected, values = formats(before)
+    tail_heads, tail_expected, tail_values = formats(after)
+    n = len(read)
+    expected = (*expected, 0, 15)
+    where = tuple(read.index(t) if t in read else n + _DEFAULT_AT.get(t, 0) for t in _READ)
+    layout = _Layout(
+        struct.Struct(f">{heads}HH"),
+        expected,
+        struct.Struct(">" + values),
+        6 + sum(clen for _, _, clen in before),
+        sum(clen for _, _, clen in after),
+        struct.Struct(">" + tail_heads),
+        tail_expected,
+        struct.Struct(">" + tail_values),
+        operator.itemgetter(*where),
+    )
+    if all(
+        (known.heads_expected, known.tail_expected) != (expected, tail_expected)
+        for known in _layouts
+    ):
+        _layouts.insert(0, layout)
+        del _layouts[_MAX_LAYOUTS:]
 
 
 def _chunk(ctype: int, value: bytes) -> bytes:

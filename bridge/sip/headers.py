@@ -91,7 +91,11 @@ def parse_cseq(value: str) -> CSeq:
     parts = value.split()
     if len(parts) != 2:
         raise SipParseError(f"bad CSeq {value!r}")
-    number = parse_uint(parts[0], "CSeq number")
+    text = parts[0]
+    if 0 < len(text) <= 10 and text.isdigit() and text.isascii():  # parse_uint, inlined
+        number = int(text)
+    else:
+        number = parse_uint(text, "CSeq number")
     if number > _MAX_CSEQ:
         raise SipParseError(f"CSeq number out of range: {number}")
     method = parts[1]

@@ -26,6 +26,9 @@ from .uri import SipUri, parse_uri
 __all__ = ["SipMessage"]
 
 _REQUIRED = frozenset({"call-id", "cseq", "from", "to", "via"})
+# A status line's code: 100-699, followed by a space or nothing.
+_FIRST_DIGITS = frozenset("123456")
+_AFTER_CODE = frozenset({"", " "})
 
 
 class SipMessage:
@@ -39,6 +42,7 @@ class SipMessage:
         "_first",
         "_more",
         "body",
+        "call_id",
         "is_request",
         "method",
         "reason",
@@ -62,7 +66,19 @@ class SipMessage:
         self.body = body
         self._cseq: CSeq | None = None
         if start_line[:4].upper() == "SIP/":
-            code, reason = parse_status_line(start_line)
+            # "SIP/2.0 200 OK", the usual spelling, without a call; else the careful parser.
+            code_text = start_line[8:11]
+            if (
+                start_line[:8] == "SIP/2.0 "
+                and len(code_text) == 3
+                and start_line[8:9] in _FIRST_DIGITS
+                and code_text.isdigit()
+                and code_text.isascii()
+                and start_line[11:12] in _AFTER_CODE
+            ):
+                code, reason = int(code_text), start_line[12:].strip()
+            else:
+                code, reason = parse_status_line(start_line)
             self.is_request = False
             self.method: str | None = None
             self.request_uri: str | None = None
@@ -84,8 +100,10 @@ class SipMessage:
         if not first.keys() >= _REQUIRED:
             missing = sorted(_REQUIRED - first.keys())
             raise SipParseError(f"missing mandatory header(s): {', '.join(missing)}")
-        if not first["call-id"].strip():
+        call_id = first["call-id"].strip()
+        if not call_id:
             raise SipParseError("empty Call-ID")
+        self.call_id = call_id  # the Call-ID (hot: every message is looked up by it)
 
     def __repr__(self) -> str:
         return f"<SipMessage {self.start_line!r} call_id={self.call_id!r}>"
@@ -146,11 +164,6 @@ class SipMessage:
         return not self.is_request
 
     @property
-    def call_id(self) -> str:
-        """The Call-ID."""
-        return self._first["call-id"].strip()
-
-    @property
     def from_tag(self) -> str | None:
         """The From tag, or None if the From header has no tag."""
         return _tag_of(self._first["from"])
@@ -172,6 +185,16 @@ class SipMessage:
     def via_branch(self) -> str | None:
         """The branch parameter of the topmost Via."""
         return _branch_of(self._first["via"])
+
+    @property
+    def bottom_via(self) -> str:
+        """The last Via line as written (the originating UA's), stripped; may hold a list."""
+        more = self._more
+        if more is not None:
+            vias = more.get("via")
+            if vias:
+                return vias[-1].strip()
+        return self._first["via"].strip()
 
     def via_branches(self) -> list[str | None]:
         """The branch of every Via, topmost first (the last one is the originating UA's)."""

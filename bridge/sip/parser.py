@@ -110,18 +110,28 @@ def parse_message(data: bytes | bytearray | memoryview) -> SipMessage:
         start += 1
     if start == size:
         raise SipParseError("empty message")
-    head_end, body_start = _split_head(data, start)
-    if body_start < 0 and data[-1] != 10:
-        raise SipParseError("truncated message: no blank line after the headers")
-    lines = data[start:head_end].decode("utf-8", "replace").split("\n")
-    index = _index_fast(lines) or _index_careful(lines)
-    first = index[0]
+    # The usual CRLF message: one search for the blank line (else see _split_head).
+    nl = data.find(b"\n", start)
+    head_end = data.find(b"\r\n\r\n", nl - 1) if nl > start and data[nl - 1] == 13 else -1
+    if head_end >= 0:
+        body_start = head_end + 4
+    else:
+        head_end, body_start = _split_head(data, start)
+        if body_start < 0 and data[-1] != 10:
+            raise SipParseError("truncated message: no blank line after the headers")
+    text = data[start:head_end].decode("utf-8", "replace")
+    lines = text.split("\n")
+    first, more = _index_fast(lines) or _index_careful(lines)
     body = b"" if body_start < 0 else data[body_start:]
     length_text = first.get("content-length")
     if length_text is not None:
-        length = parse_uint(length_text.strip(), "Content-Length")
-        if length > len(body):
-            raise SipParseError(f"body is {len(body)} bytes, Content-Length says {length}")
-        if length < len(body):
+        length_text = length_text.strip()
+        if 0 < len(length_text) <= 10 and length_text.isdigit() and length_text.isascii():
+            length = int(length_text)
+        else:
+            length = parse_uint(length_text, "Content-Length")
+        if length != len(body):
+            if length > len(body):
+                raise SipParseError(f"body is {len(body)} bytes, Content-Length says {length}")
             body = body[:length]
-    return SipMessage(lines[0].strip(), first, index[1], body)
+    return SipMessage(lines[0].strip(), first, more, body)

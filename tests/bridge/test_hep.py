@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bridge.hep as hep_module
 from bridge.hep import (
     HepDecodeError,
     HepEncodeError,
@@ -280,3 +281,49 @@ def test_wire_modules_import_no_io() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=30)
+
+
+def _general(data: bytes) -> object:
+    """What the general, chunk-by-chunk decoder says about `data` (a packet or the error)."""
+    try:
+        if data[:4] != b"HEP3" or len(data) < 6 or (data[4] << 8 | data[5]) != len(data):
+            return decode_hep(data)  # framing errors are checked before any layout is tried
+        return hep_module._decode_chunks(data, len(data))
+    except HepDecodeError as exc:
+        return ("error", str(exc))
+
+
+def _fast(data: bytes) -> object:
+    try:
+        return decode_hep(data)
+    except HepDecodeError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_learned_layout_fast_path_agrees_with_the_general_decoder(
+    data: st.DataObject,
+) -> None:
+    payload = data.draw(st.binary(min_size=0, max_size=300))
+    key = data.draw(st.one_of(st.none(), st.text(alphabet="abcxyz0189-", max_size=20)))
+    corr = data.draw(st.one_of(st.none(), st.text(alphabet="abc123@.", max_size=20)))
+    good = encode_hep(
+        payload,
+        src_ip="10.0.0.1",
+        src_port=5060,
+        dst_ip="10.0.0.2",
+        dst_port=5061,
+        timestamp=data.draw(st.floats(min_value=0, max_value=2**31, allow_nan=False)),
+        capture_id=data.draw(st.integers(min_value=0, max_value=2**32 - 1)),
+        auth_key=key,
+        correlation_id=corr,
+    )
+    decode_hep(good)  # teach the decoder this layout
+    assert _fast(good) == _general(good)
+    # Any byte of a packet of a known layout changed: both paths still say the same.
+    mutated = bytearray(good)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        i = data.draw(st.integers(min_value=0, max_value=len(mutated) - 1))
+        mutated[i] = data.draw(st.integers(min_value=0, max_value=255))
+    assert _fast(bytes(mutated)) == _general(bytes(mutated))
