@@ -42,6 +42,7 @@ from typing import Any
 from bridge.dedup import Deduplicator, message_key
 from bridge.evidence import PhoneEvent, describe
 from bridge.hep import HepProto, decode_hep, encode_hep
+from bridge.hep_capture import split_capture
 from bridge.phone_directory import PhoneDirectory, uri_of_header, user_of_uri
 from bridge.sip import SipParseError, parse_message
 from bridge.transfer_detector import SipTracker
@@ -62,29 +63,12 @@ DEADLINE_S = 115
 SOAK_DEADLINE_S = 600
 SEED = 20260515
 
-# --- the capture files (the reader of tests/rig/hepfile.py, copied) -----------------------------
-
-_LEN = struct.Struct(">I")
-
-
-def iter_packets(data: bytes) -> Iterator[bytes]:
-    """Split a length-prefixed capture into packets; raise ValueError if truncated."""
-    off = 0
-    size = len(data)
-    while off < size:
-        if size - off < 4:
-            raise ValueError(f"truncated length prefix at offset {off}")
-        (length,) = _LEN.unpack_from(data, off)
-        off += 4
-        if off + length > size:
-            raise ValueError(f"packet at offset {off - 4} claims {length} bytes, file ends first")
-        yield data[off : off + length]
-        off += length
+# --- the capture files -----------------------------------------------------------------------
 
 
 def read_hep_file(path: Path) -> list[bytes]:
     """All packets of a capture file, in arrival order."""
-    return list(iter_packets(path.read_bytes()))
+    return list(split_capture(path.read_bytes()))
 
 
 # --- templates: one capture with its per-call identifiers as slots -------------------------------
