@@ -86,6 +86,19 @@ class ApiClient:
         """The same connection pool, another caller."""
         return ApiClient(self.http, self.base, token)
 
+    def prepare(
+        self, body: Any = None, raw: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[bytes | None, dict[str, str]]:
+        """The bytes and headers `call` sends: `body` as JSON, `raw` as it is, the token."""
+        hdrs = dict(headers or {})
+        if self.token is not None:
+            hdrs.setdefault("Authorization", f"Bearer {self.token}")
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        return data, hdrs
+
     async def call(
         self,
         method: str,
@@ -97,13 +110,7 @@ class ApiClient:
         params: dict[str, str] | None = None,
     ) -> Reply:
         """Send one request; `body` is sent as JSON, `raw` as it is."""
-        hdrs = dict(headers or {})
-        if self.token is not None:
-            hdrs.setdefault("Authorization", f"Bearer {self.token}")
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
+        data, hdrs = self.prepare(body, raw, headers)
         async with self.http.request(
             method, self.base + path, data=data, headers=hdrs, params=params
         ) as resp:

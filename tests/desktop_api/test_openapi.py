@@ -171,13 +171,7 @@ class Checker:
         code: str | None = None,
     ) -> Reply:
         """Send one request, validate the exchange, check the status and error code."""
-        hdrs = dict(headers or {})
-        if client.token is not None:
-            hdrs.setdefault("Authorization", f"Bearer {client.token}")
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
+        data, hdrs = client.prepare(body, raw, headers)
         reply = await client.call(method, path, raw=data, headers=hdrs, params=params)
         request = self._request(client, method, path, data, hdrs, params)
         response = RawResponse(
