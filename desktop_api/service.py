@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import structlog
 
 from bridge.codec import session_view
-from bridge.correlation import PhoneCalls, phone_key, route
+from bridge.correlation import PhoneCalls, bind_candidates, phone_key, route
 from bridge.errors import InvalidInput, TransferNotAllowed
 from bridge.evidence import CallStateChanged, PhoneEvent
 from bridge.model import (
@@ -414,15 +414,13 @@ class BridgeService:
                 return session, []
             call = replace(session.call, state=known.state)
             return replace(session, call=call), []
-        found = calls.matching(session.customer.number)
-        if not found:
+        change = bind_candidates(session, calls)
+        if change is None:
             return session, []
-        if len(found) > 1:
-            outcome = apply_binding(session, Binding.AMBIGUOUS, None, None, now=now)
-        else:
-            outcome = apply_binding(
-                session, Binding.PHONE_AND_NUMBER, found[0].call_id, found[0].state, now=now
-            )
+        known = calls.calls.get(change.call_id) if change.call_id else None
+        outcome = apply_binding(
+            session, change.binding, change.call_id, known.state if known else None, now=now
+        )
         # The session is new: its first stored version is 1, whatever binding added.
         return replace(outcome.session, version=1), list(outcome.audit)
 
