@@ -185,6 +185,8 @@ class PhoneProgress:
     consult: ConsultState = ConsultState.NONE
     refer: ReferState = ReferState.NONE
     last_sipfrag: str | None = None
+    proved_by: str | None = None  # the source whose evidence gave the final outcome
+    final_at: str | None = None  # when that source saw it (RFC 3339)
 
 
 @dataclass(frozen=True, slots=True)

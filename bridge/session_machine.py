@@ -9,6 +9,7 @@ where they disagree the phone wins and the disagreement is kept as `transfer.con
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from bridge.errors import TransferNotAllowed
@@ -28,6 +29,7 @@ from bridge.model import (
     CallState,
     ConfirmedBy,
     Conflict,
+    ConsultState,
     ReferState,
     Session,
     SessionStatus,
@@ -286,11 +288,16 @@ def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Ou
         case CallStateChanged(state=state):
             if session.call.state is state:
                 return Outcome(session, (_noted(entry, "duplicate"),), False)
+            if session.call.state is CallState.ENDED:
+                # A session has one call; a late report from a slower source cannot revive it.
+                return Outcome(session, (_noted(entry, "after_call_ended"),), False)
             call = replace(session.call, state=state, since=evidence.at)
             return Outcome(_bump(session, now, call=call), (entry,), True)
         case ConsultChanged(state=state, target=target):
             if transfer.phone.consult is state:
                 return Outcome(session, (_noted(entry, "duplicate"),), False)
+            if not _consult_moves_on(transfer.phone.consult, state):
+                return Outcome(session, (_noted(entry, "stale"),), False)
             phone = replace(transfer.phone, consult=state)
             new_transfer = replace(transfer, phone=phone, target=target or transfer.target)
             return _phone_change(session, new_transfer, entry, now)
@@ -300,6 +307,8 @@ def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Ou
                 and transfer.confirmed_by in PHONE_PROVED
             ):
                 return Outcome(session, (_noted(entry, "already_transferred"),), False)
+            if _same_attempt_elsewhere(transfer, evidence):
+                return Outcome(session, (_noted(entry, "same_attempt_other_source"),), False)
             phone = replace(transfer.phone, refer=ReferState.REQUESTED)
             new_transfer = replace(
                 transfer, kind=kind, target=target or transfer.target, phone=phone
@@ -317,10 +326,69 @@ def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Ou
                 return Outcome(session, (_noted(entry, "duplicate"),), False)
             return _phone_change(session, replace(transfer, phone=phone), entry, now)
         case TransferSucceeded():
-            return _phone_succeeded(session, obs, entry, now)
+            return _phone_succeeded(session, obs, evidence, entry, now)
         case TransferFailed():
-            return _phone_failed(session, obs, entry, now)
+            return _phone_failed(session, obs, evidence, entry, now)
     raise AssertionError(f"unknown observation {obs!r}")  # pragma: no cover
+
+
+# --- several sources about one transfer --------------------------------------------------------
+# The same transfer may be reported by several sources (HEP capture and the PBX's AMI): either
+# alone is enough, the first final proof counts, later ones are duplicates, and a source that
+# contradicts the final outcome is kept in the audit trail as `sources_disagree`.
+
+SAME_ATTEMPT_SECONDS = 5.0
+CONSULT_ORDER = {
+    ConsultState.NONE: 0,
+    ConsultState.DIALING: 1,
+    ConsultState.RINGING: 2,
+    ConsultState.ANSWERED: 3,
+    ConsultState.ENDED: 4,
+}
+
+
+def _other_source(transfer: Transfer, evidence: PhoneEvidence) -> bool:
+    proved_by = transfer.phone.proved_by
+    return proved_by is not None and proved_by != evidence.source
+
+
+def _seconds_between(a: str, b: str) -> float | None:
+    try:
+        return abs((datetime.fromisoformat(a) - datetime.fromisoformat(b)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _same_attempt_elsewhere(transfer: Transfer, evidence: PhoneEvidence) -> bool:
+    """A transfer request another source already saw finish: the same attempt, not a new one.
+
+    A new attempt after a failure is allowed (rule 6); what tells it apart from a slower
+    source's report of the finished one is the source and the time (seconds apart).
+    """
+    if transfer.phone.refer not in (ReferState.SUCCEEDED, ReferState.FAILED):
+        return False
+    if not _other_source(transfer, evidence) or transfer.phone.final_at is None:
+        return False
+    gap = _seconds_between(evidence.at, transfer.phone.final_at)
+    return gap is not None and gap <= SAME_ATTEMPT_SECONDS
+
+
+def _consult_moves_on(current: ConsultState, new: ConsultState) -> bool:
+    """Consult progress only moves forward; after `ended` only a new dial starts over."""
+    if current is ConsultState.ENDED:
+        return new is ConsultState.DIALING
+    return CONSULT_ORDER[new] > CONSULT_ORDER[current]
+
+
+def _disagreement(succeeded_source: str | None, failed_source: str | None, now: str) -> AuditEntry:
+    """One source proved the customer reached the target, another said the transfer failed."""
+    detail = {
+        "kept": "succeeded",
+        "kept_source": succeeded_source,
+        "other": "failed",
+        "other_source": failed_source,
+    }
+    return AuditEntry(now, "system", "sources_disagree", detail)
 
 
 def _noted(entry: AuditEntry, note: str) -> AuditEntry:
@@ -333,15 +401,22 @@ def _phone_change(session: Session, transfer: Transfer, entry: AuditEntry, now: 
 
 
 def _phone_succeeded(
-    session: Session, obs: TransferSucceeded, entry: AuditEntry, now: str
+    session: Session, obs: TransferSucceeded, evidence: PhoneEvidence, entry: AuditEntry, now: str
 ) -> Outcome:
     transfer = session.transfer
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
         return Outcome(session, (_noted(entry, "duplicate"),), False)
+    entries = [entry]
+    if transfer.phone.refer is ReferState.FAILED and _other_source(transfer, evidence):
+        # Same attempt (no new request since), another source proved the opposite. Proof that
+        # the customer reached the target wins; the disagreement is kept.
+        entries.append(_disagreement(evidence.source, transfer.phone.proved_by, now))
     phone = replace(
         transfer.phone,
         refer=ReferState.SUCCEEDED,
         last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
+        proved_by=evidence.source,
+        final_at=evidence.at,
     )
     agent_confirmed = transfer.state is TransferState.TRANSFERRED  # confirmed by the agent alone
     new_transfer = replace(
@@ -351,7 +426,6 @@ def _phone_succeeded(
         confirmed_by=ConfirmedBy.PHONE_AND_AGENT if agent_confirmed else ConfirmedBy.PHONE,
         conflict=None if agent_confirmed else transfer.conflict,
     )
-    entries = [entry]
     if transfer.agent_said == "deny":
         conflict = Conflict("deny", "succeeded", now, phone.last_sipfrag)
         new_transfer = replace(new_transfer, conflict=conflict)
@@ -360,16 +434,28 @@ def _phone_succeeded(
     return Outcome(new, tuple(entries), True)
 
 
-def _phone_failed(session: Session, obs: TransferFailed, entry: AuditEntry, now: str) -> Outcome:
+def _phone_failed(
+    session: Session, obs: TransferFailed, evidence: PhoneEvidence, entry: AuditEntry, now: str
+) -> Outcome:
     transfer = session.transfer
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
-        return Outcome(session, (_noted(entry, "after_success"),), False)
+        noted = _noted(entry, "after_success")
+        if _other_source(transfer, evidence):
+            # The customer was proved to reach the target; another source says it failed.
+            return Outcome(
+                session,
+                (noted, _disagreement(transfer.phone.proved_by, evidence.source, now)),
+                False,
+            )
+        return Outcome(session, (noted,), False)
     if transfer.state is TransferState.FAILED and transfer.phone.refer is ReferState.FAILED:
         return Outcome(session, (_noted(entry, "duplicate"),), False)
     phone = replace(
         transfer.phone,
         refer=ReferState.FAILED,
         last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
+        proved_by=evidence.source,
+        final_at=evidence.at,
     )
     new_transfer = replace(
         transfer, state=TransferState.FAILED, phone=phone, confirmed_by=None, acknowledged=False

@@ -758,6 +758,8 @@ async def test_every_response_fits_the_document(
         "consult": "answered",
         "refer": "succeeded",
         "last_sipfrag": "SIP/2.0 200 OK",
+        "proved_by": "hep",
+        "final_at": "2026-01-01T00:00:00.000Z",
     }
     r = await c.call(api, "GET", "/v1/agents/a-8", expect=200)
     assert r.body["current_call"] == {
