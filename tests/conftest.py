@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from desktop_api.testing import ApiClient, RunningBridge, running_bridge, settings_for
+from tests.pbx import pbx  # noqa: F401  (the session's one Asterisk, for every module)
 
 ADMIN = "admin-secret"
 

@@ -25,8 +25,11 @@ fi
 # as_ast CMD...: runs CMD inside the root as the asterisk user (root here cannot read or
 # connect to what belongs to another user).
 as_ast() { chroot --userspec=asterisk:asterisk "$ROOT" "$@"; }
+# alive PID: running and not a zombie (this machine's init reaps exited orphans late, and
+# kill -0 succeeds on a zombie).
+alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+if [ -f "$PIDFILE" ] && alive "$(cat "$PIDFILE")"; then
     fail "Asterisk already runs in $ROOT (pid $(cat "$PIDFILE")): stop.sh $ROOT first"
 fi
 if as_ast asterisk -rx "core show version" >/dev/null 2>&1; then
@@ -62,7 +65,7 @@ echo "$pid" >"$PIDFILE"
 
 deadline=$((SECONDS + TIMEOUT))
 while :; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
         tail -n 40 "$OUT" >&2
         fail "Asterisk exited during start-up (output: $OUT)"
     fi

@@ -1,0 +1,505 @@
+#!/usr/bin/env python3
+"""Record real Asterisk 22 transfers for replay: each case is played by pjsua2 phones
+(tests/rig/softphone.py) against a real Asterisk (tests/rig/asterisk.py), and three files are
+written per case:
+
+- ``tests/fixtures/ami/asterisk-<case>.ami``: the raw bytes of one AMI connection, banner and
+  login answer included, exactly as received (user ``bridge``, ``read=all``);
+- ``tests/fixtures/hep/asterisk-<case>.hep``: the HEPv3 packets Asterisk sent during the case
+  (capture format of ``bridge/hep_capture.py``; RTCP reports, HEP type 5, included);
+- ``tests/fixtures/ami/asterisk-<case>.json``: the phones' side: every leg (phone, call ref,
+  SIP Call-ID, direction, remote URI, final state), transfer statuses and the steps taken.
+
+    python scripts/rig/record_asterisk.py                 # every case
+    python scripts/rig/record_asterisk.py blind_answered  # some cases
+    python scripts/rig/record_asterisk.py --list
+
+Phones: customers 2000 and 2001, agents 1001 and 1003, target agent 1002. One Asterisk serves
+every case (started once, under the machine-wide Asterisk lock); each case gets a fresh AMI
+login and a fresh phone process. Needs root, the Asterisk root (scripts/asterisk/build-root.sh)
+and pjsua2 (scripts/rig/install.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.rig.asterisk import AsteriskSettings, RunningAsterisk, running_asterisk  # noqa: E402
+from tests.rig.collector import HepCollector, running_collector  # noqa: E402
+from tests.rig.hepfile import write_hep_file  # noqa: E402
+from tests.rig.phones import Phones, running_phones  # noqa: E402
+
+AMI_OUT = REPO / "tests" / "fixtures" / "ami"
+HEP_OUT = REPO / "tests" / "fixtures" / "hep"
+TALK = 1.0  # seconds a human waits between answering and transferring
+
+
+class AmiRecorder:
+    """One logged-in AMI connection keeping every byte it receives."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.data = bytearray()
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._pump())
+
+    @classmethod
+    async def open(cls, pbx: RunningAsterisk) -> AmiRecorder:
+        reader, writer = await asyncio.open_connection(*pbx.ami)
+        rec = cls(reader, writer)
+        login = (
+            f"Action: Login\r\nActionID: rec-login-1\r\nUsername: {pbx.ami_username}\r\n"
+            f"Secret: {pbx.ami_secret}\r\n\r\n"
+        )
+        writer.write(login.encode())
+        await writer.drain()
+        await rec.wait_text(b"Message: Authentication accepted", 5)
+        return rec
+
+    async def _pump(self) -> None:
+        while True:
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                break
+            self.data += chunk
+            self.changed.set()
+
+    async def wait_text(self, needle: bytes, time_limit: float) -> None:
+        async with asyncio.timeout(time_limit):
+            while needle not in self.data:
+                self.changed.clear()
+                await self.changed.wait()
+
+    def events(self) -> list[dict[str, str]]:
+        out = []
+        for block in bytes(self.data).decode(errors="replace").split("\r\n\r\n"):
+            fields: dict[str, str] = {}
+            for line in block.split("\r\n"):
+                key, sep, value = line.partition(": ")
+                if sep and key not in fields:
+                    fields[key] = value
+            if "Event" in fields:
+                out.append(fields)
+        return out
+
+    async def close(self) -> bytes:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return bytes(self.data)
+
+
+@dataclass
+class Ctx:
+    phones: Phones
+    pbx: RunningAsterisk
+    ami: AmiRecorder
+    steps: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, text: str) -> None:
+        self.steps.append(f"{time.time():.3f} {text}")
+
+
+async def connect(ctx: Ctx, customer: str, agent: str) -> tuple[str, str]:
+    """``customer`` calls ``agent``, who answers after ringing briefly; both refs."""
+    p = ctx.phones
+    since = len(p.events)
+    out = await p.call(customer, agent)
+    ctx.step(f"{customer} calls {agent} ({out['ref']})")
+    ring = await p.wait_state(agent, "INCOMING", since=since)
+    await asyncio.sleep(0.3)
+    await p.answer(agent, ring["ref"])
+    ctx.step(f"{agent} answers ({ring['ref']})")
+    await p.wait_state(customer, "CONFIRMED", ref=out["ref"])
+    await p.wait_state(agent, "CONFIRMED", ref=ring["ref"])
+    return out["ref"], ring["ref"]
+
+
+async def all_down(ctx: Ctx, time_limit: float = 10.0) -> None:
+    """Wait until every call the phones know is DISCONNECTED."""
+    p = ctx.phones
+    deadline = time.monotonic() + time_limit
+    while True:
+        live = [
+            (phone, ref)
+            for phone in p.ports
+            for ref, e in p.calls_of(phone).items()
+            if e["state"] != "DISCONNECTED"
+        ]
+        if not live:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"calls still up: {live}")
+        await asyncio.sleep(0.05)
+
+
+async def case_blind_answered(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "auto", delay_ms=500)
+    cust, agent = await connect(ctx, "2000", "1001")
+    await asyncio.sleep(TALK)
+    await p.blind_transfer("1001", agent, "1002")
+    ctx.step("1001 blind-transfers the customer to 1002 (REFER)")
+    final = await p.wait_xfer_final("1001", agent)
+    ctx.step(f"1001 gets final NOTIFY {final['code']}; 1002 answered after 0.5 s ringing")
+    target = await p.wait_state("1002", "CONFIRMED")
+    await p.wait_state("1001", "DISCONNECTED", ref=agent)
+    ctx.notes["target_ref"] = target["ref"]
+    await asyncio.sleep(TALK)
+    await p.hangup("2000", cust)
+    ctx.step("customer 2000 hangs up after talking to 1002")
+    await all_down(ctx)
+
+
+async def case_blind_busy(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "busy")
+    cust, agent = await connect(ctx, "2000", "1001")
+    await asyncio.sleep(TALK)
+    await p.blind_transfer("1001", agent, "1002")
+    ctx.step("1001 blind-transfers the customer to 1002, which answers 486 Busy Here")
+    final = await p.wait_xfer_final("1001", agent)
+    ctx.step(f"1001 gets final NOTIFY {final['code']} {final['reason']}")
+    await asyncio.sleep(1.0)
+    for phone, ref in (("2000", cust), ("1001", agent)):
+        if p.state_of(ref) != "DISCONNECTED" and await p.hangup(phone, ref):
+            ctx.step(f"{phone} hangs up its leg {ref} (still up 1 s after the final NOTIFY)")
+    await all_down(ctx)
+
+
+async def consult(ctx: Ctx, agent_ref: str) -> str:
+    """1001 holds the customer and calls 1002 (auto-answer); the consult ref."""
+    p = ctx.phones
+    await p.hold("1001", agent_ref)
+    await p.wait_for(
+        lambda e: (
+            e.get("ev") == "media" and e.get("ref") == agent_ref and e.get("status") == "local_hold"
+        ),
+        5,
+    )
+    ctx.step("1001 puts the customer on hold")
+    out = await p.call("1001", "1002")
+    ctx.step(f"1001 calls 1002 to consult ({out['ref']})")
+    await p.wait_state("1001", "CONFIRMED", ref=out["ref"])
+    ctx.step("1002 answers the consult call")
+    return str(out["ref"])
+
+
+async def case_attended(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "auto", delay_ms=500)
+    cust, agent = await connect(ctx, "2000", "1001")
+    await asyncio.sleep(TALK)
+    cons = await consult(ctx, agent)
+    await asyncio.sleep(TALK)
+    await p.attended_transfer("1001", agent, cons)
+    ctx.step("1001 transfers (REFER with Replaces naming the consult call)")
+    final = await p.wait_xfer_final("1001", agent)
+    ctx.step(f"1001 gets final NOTIFY {final['code']}")
+    await p.wait_state("1001", "DISCONNECTED", ref=agent)
+    await p.wait_state("1001", "DISCONNECTED", ref=cons)
+    ctx.step("both of 1001's legs end")
+    await asyncio.sleep(TALK)
+    await p.hangup("2000", cust)
+    ctx.step("customer 2000 hangs up after talking to 1002")
+    await all_down(ctx)
+
+
+async def case_customer_hangup_consult(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "auto", delay_ms=500)
+    cust, agent = await connect(ctx, "2000", "1001")
+    await asyncio.sleep(TALK)
+    cons = await consult(ctx, agent)
+    await asyncio.sleep(0.5)
+    await p.hangup("2000", cust)
+    ctx.step("customer 2000 hangs up while on hold during the consult")
+    await p.wait_state("1001", "DISCONNECTED", ref=agent)
+    await asyncio.sleep(0.5)
+    await p.hangup("1001", cons)
+    ctx.step("1001 ends the consult call; no transfer")
+    await all_down(ctx)
+
+
+async def case_consult_abandoned(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "auto", delay_ms=500)
+    cust, agent = await connect(ctx, "2000", "1001")
+    await asyncio.sleep(TALK)
+    cons = await consult(ctx, agent)
+    await asyncio.sleep(0.5)
+    await p.hangup("1001", cons)
+    ctx.step("1001 ends the consult call without transferring")
+    await p.wait_state("1001", "DISCONNECTED", ref=cons)
+    await p.unhold("1001", agent)
+    ctx.step("1001 takes the customer off hold")
+    await p.wait_for(
+        lambda e: e.get("ev") == "media" and e.get("ref") == agent and e.get("status") == "active",
+        5,
+        since=len(p.events) - 20,
+    )
+    await asyncio.sleep(TALK)
+    await p.hangup("2000", cust)
+    ctx.step("customer 2000 hangs up after talking to 1001 again")
+    await all_down(ctx)
+
+
+async def case_quick_refer(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "auto", delay_ms=500)
+    since = len(p.events)
+    out = await p.call("2000", "1001")
+    cust = str(out["ref"])
+    ctx.step(f"2000 calls 1001 ({cust})")
+    ring = await p.wait_state("1001", "INCOMING", since=since)
+    agent = str(ring["ref"])
+    await asyncio.sleep(0.3)
+    await p.answer_then_transfer("1001", agent, "1002")
+    ctx.step("1001 answers and sends the blind REFER to 1002 in the same instant")
+    final = await p.wait_xfer_final("1001", agent)
+    ctx.step(f"1001 gets final NOTIFY {final['code']} {final['reason']}")
+    await asyncio.sleep(1.0)
+    for phone, ref in (("2000", cust), ("1001", agent)):
+        if p.state_of(ref) != "DISCONNECTED" and await p.hangup(phone, ref):
+            ctx.step(f"{phone} hangs up its leg {ref} (still up 1 s after the final NOTIFY)")
+    await all_down(ctx)
+
+
+async def case_two_agents(ctx: Ctx) -> None:
+    p = ctx.phones
+    await p.behaviour("1002", "auto", delay_ms=500)
+    (c1, a1), (c2, a2) = await asyncio.gather(
+        connect(ctx, "2000", "1001"), connect(ctx, "2001", "1003")
+    )
+    await asyncio.sleep(TALK)
+    await asyncio.gather(p.blind_transfer("1001", a1, "1002"), p.blind_transfer("1003", a2, "1002"))
+    ctx.step("1001 and 1003 blind-transfer their customers to 1002 at the same moment")
+    f1, f2 = await asyncio.gather(p.wait_xfer_final("1001", a1), p.wait_xfer_final("1003", a2))
+    ctx.step(f"final NOTIFYs: 1001 {f1['code']}, 1003 {f2['code']}")
+    await asyncio.sleep(TALK)
+    for phone, ref in (("2000", c1), ("2001", c2)):
+        if p.state_of(ref) != "DISCONNECTED":
+            await p.hangup(phone, ref)
+    ctx.step("customers 2000 and 2001 hang up after talking to 1002")
+    await all_down(ctx)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    run: Callable[[Ctx], Awaitable[None]]
+    description: str
+
+
+CASES = {
+    c.name: c
+    for c in (
+        Case(
+            "blind_answered",
+            case_blind_answered,
+            "2000 calls 1001; 1001 answers, ~1 s later blind-transfers to 1002, which answers "
+            "after 0.5 s ringing; 2000 talks to 1002 for 1 s and hangs up.",
+        ),
+        Case(
+            "blind_busy",
+            case_blind_busy,
+            "2000 calls 1001; 1001 blind-transfers to 1002, which answers 486 Busy Here.",
+        ),
+        Case(
+            "attended",
+            case_attended,
+            "2000 calls 1001; 1001 holds 2000, calls 1002 (answered), REFERs with Replaces; "
+            "2000 talks to 1002 for 1 s and hangs up.",
+        ),
+        Case(
+            "customer_hangup_consult",
+            case_customer_hangup_consult,
+            "2000 calls 1001; 1001 holds 2000 and calls 1002 (answered); 2000 hangs up while on "
+            "hold; 1001 ends the consult. No transfer.",
+        ),
+        Case(
+            "consult_abandoned",
+            case_consult_abandoned,
+            "2000 calls 1001; 1001 holds 2000 and calls 1002 (answered); 1001 ends the consult, "
+            "takes 2000 off hold, they talk 1 s, 2000 hangs up. No transfer.",
+        ),
+        Case(
+            "quick_refer",
+            case_quick_refer,
+            "2000 calls 1001; 1001 answers and sends a blind REFER to 1002 in the same instant "
+            "(the race Asterisk refuses).",
+        ),
+        Case(
+            "two_agents",
+            case_two_agents,
+            "2000 calls 1001 and 2001 calls 1003 at once; both agents blind-transfer to 1002 at "
+            "the same moment; 1002 answers both; the customers hang up.",
+        ),
+    )
+}
+
+
+def phone_summary(p: Phones) -> dict[str, Any]:
+    legs = []
+    seen: dict[str, dict[str, Any]] = {}
+    for e in p.events:
+        if e.get("ev") != "call_state":
+            continue
+        leg = seen.get(e["ref"])
+        if leg is None:
+            leg = {"phone": e["phone"], "ref": e["ref"], "dir": e["dir"], "states": []}
+            seen[e["ref"]] = leg
+            legs.append(leg)
+        leg["call_id"] = e["call_id"] or leg.get("call_id", "")
+        leg["remote"] = e["remote"] or leg.get("remote", "")
+        if not leg["states"] or leg["states"][-1][0] != e["state"]:
+            leg["states"].append([e["state"], e["code"], round(e["t"], 3)])
+    xfers = [
+        {k: e[k] for k in ("phone", "ref", "code", "reason", "final", "t")}
+        for e in p.events
+        if e.get("ev") == "xfer_status"
+    ]
+    media = [
+        {k: e[k] for k in ("phone", "ref", "status", "t")}
+        for e in p.events
+        if e.get("ev") == "media"
+    ]
+    return {"legs": legs, "transfer_status": xfers, "media": media}
+
+
+def channel_map(events: list[dict[str, str]], legs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each PJSIP channel of the AMI stream with its SIP Call-ID (the SIPCALLID variable the
+    dialplan sets) and the phone leg (ref) with that Call-ID."""
+    by_call_id = {leg["call_id"]: leg for leg in legs}
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for e in events:
+        if e.get("Event") != "VarSet" or e.get("Variable") != "SIPCALLID":
+            continue
+        channel = e.get("Channel", "")
+        if channel in seen or not e.get("Value"):
+            continue
+        seen.add(channel)
+        leg = by_call_id.get(e["Value"], {})
+        out.append(
+            {
+                "channel": channel,
+                "uniqueid": e.get("Uniqueid", ""),
+                "linkedid": e.get("Linkedid", ""),
+                "call_id": e["Value"],
+                "phone": leg.get("phone", ""),
+                "ref": leg.get("ref", ""),
+            }
+        )
+    return out
+
+
+async def settle_hep(hep: HepCollector, quiet: float = 0.6) -> None:
+    await hep.settle(quiet=quiet, time_limit=8)
+
+
+async def record_case(
+    case: Case, pbx: RunningAsterisk, hep: HepCollector, workdir: Path, out_ami: Path, out_hep: Path
+) -> None:
+    await settle_hep(hep)
+    hep.clear()
+    ami = await AmiRecorder.open(pbx)
+    started = time.time()
+    phone_dir = workdir / case.name
+    ports = {ext: pbx.phone_ports[ext] for ext in ("1001", "1002", "1003", "2000", "2001")}
+    try:
+        async with running_phones(ports, pbx.sip, phone_dir) as phones:
+            ctx = Ctx(phones, pbx, ami)
+            async with asyncio.timeout(45):
+                await case.run(ctx)
+            summary = phone_summary(phones)
+        await asyncio.sleep(0.5)
+        await settle_hep(hep)
+    finally:
+        raw = await ami.close()
+    packets = hep.raw
+    (out_ami / f"asterisk-{case.name}.ami").write_bytes(raw)
+    write_hep_file(out_hep / f"asterisk-{case.name}.hep", packets)
+    sidecar = {
+        "case": case.name,
+        "description": case.description,
+        "recorded_at": started,
+        "asterisk_version": (pbx.root / ".asterisk-version").read_text().strip(),
+        "phones": {
+            "customers": {"2000": pbx.phone_ports["2000"], "2001": pbx.phone_ports["2001"]},
+            "agents": {"1001": pbx.phone_ports["1001"], "1003": pbx.phone_ports["1003"]},
+            "target": {"1002": pbx.phone_ports["1002"]},
+        },
+        "pbx": {"sip": list(pbx.sip), "hep_capture_id": 4242, "hep_password": pbx.hep_password},
+        "steps": ctx.steps,
+        "notes": ctx.notes,
+        **summary,
+    }
+    events = ami.events()
+    sidecar["channels"] = channel_map(events, summary["legs"])
+    (out_ami / f"asterisk-{case.name}.json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    print(f"ok   {case.name}: {len(raw)} AMI bytes ({len(events)} events), {len(packets)} HEP")
+
+
+async def record(names: list[str], out_ami: Path, out_hep: Path, workdir: Path) -> int:
+    settings = AsteriskSettings.fresh(hep_password="rig-hep-secret", ami_secret="rig-ami-secret")
+    failed = 0
+    async with (
+        running_collector(port=settings.hep_port) as hep,
+        running_asterisk(settings, workdir) as pbx,
+    ):
+        for name in names:
+            try:
+                await record_case(CASES[name], pbx, hep, workdir, out_ami, out_hep)
+            except Exception as exc:  # report it and go on with the next case
+                failed += 1
+                print(f"FAIL {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="*", help="case names (default: all)")
+    parser.add_argument("--ami-out", type=Path, default=AMI_OUT)
+    parser.add_argument("--hep-out", type=Path, default=HEP_OUT)
+    parser.add_argument("--logs", type=Path, help="keep phone/Asterisk logs here")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for case in CASES.values():
+            print(f"{case.name:26s} {case.description}")
+        return 0
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)}; see --list")
+    names = args.cases or list(CASES)
+    args.ami_out.mkdir(parents=True, exist_ok=True)
+    args.hep_out.mkdir(parents=True, exist_ok=True)
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        return 1 if asyncio.run(record(names, args.ami_out, args.hep_out, args.logs)) else 0
+    with tempfile.TemporaryDirectory(prefix="rig-record-asterisk-") as tmp:
+        return 1 if asyncio.run(record(names, args.ami_out, args.hep_out, Path(tmp))) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
