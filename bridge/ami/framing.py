@@ -28,6 +28,9 @@ END_COMMAND = "--END COMMAND--"
 _FOLLOWS_HEADERS = frozenset({"Privilege", "ActionID", "Message"})
 _CR = 0x0D
 _LF = 0x0A
+_EVENT_START = b"Event:"
+_RESPONSE_START = b"Response:"
+_STARTS = (_EVENT_START, _RESPONSE_START, b"\r\n")
 
 
 def _lines(block: bytes | bytearray) -> list[str]:
@@ -200,10 +203,47 @@ class AmiParser:
                 self._pos = self._scan = end
                 return _follows_response(lines)
             if _pairs(lines) is not None:
-                break  # a Follows answer with no raw output: an ordinary message
+                # Header-like lines then a blank line: either a Follows answer with no raw
+                # output, or output that starts (or goes on) after a blank line. What follows
+                # the blank line decides; wait for it rather than cut the output short.
+                after = self._after_blank(end, pos)
+                if after is None:
+                    self._scan = last_lf  # find this terminator again with more data
+                    return NEED_DATA
+                if after:
+                    break
             start = last_lf + 1  # the blank line belongs to the command output
         self._pos = self._scan = end
         return _message(lines)
+
+    def _after_blank(self, end: int, pos: int) -> bool | None:
+        """Whether a new message starts at ``end`` (past blank lines); None: not known yet.
+
+        Only ``Event:`` or ``Response:`` starts one; the end of the stream counts as a start
+        (the message before it is complete). Blank lines skipped here count toward the size
+        limit of the message at ``pos``, so a peer cannot grow the buffer without bound.
+        """
+        buf, n = self._buf, len(self._buf)
+        p = end
+        while p < n:
+            c = buf[p]
+            if c == _LF:
+                p += 1
+            elif c == _CR and p + 1 < n and buf[p + 1] == _LF:
+                p += 2
+            else:
+                break
+        if p - pos > self._limit:
+            raise self._too_large(p - pos)
+        rest = bytes(buf[p : p + len(_RESPONSE_START)])
+        for start in (_EVENT_START, _RESPONSE_START):
+            if rest.startswith(start):
+                return True
+        if p == n and self._eof:
+            return True
+        if not self._eof and any(start.startswith(rest) for start in _STARTS):
+            return None  # too few bytes to tell (a lone CR may still become a blank line)
+        return False
 
 
 def _message(lines: list[str]) -> AmiEvent | AmiResponse:

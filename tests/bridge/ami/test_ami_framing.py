@@ -159,6 +159,65 @@ def test_command_output() -> None:
     assert isinstance(items[-1], AmiConnectionClosed)
 
 
+FOLLOWS_HEAD = b"Response: Follows\r\nPrivilege: Command\r\nActionID: c1\r\n"
+FOLLOWS_CASES = {
+    # CLI output that starts with a blank line (many Asterisk CLI commands print one first)
+    "leading_blank": (
+        FOLLOWS_HEAD + b"\nName: value\nline 2\n--END COMMAND--\r\n\r\n",
+        ("", "Name: value", "line 2"),
+    ),
+    # output whose first lines look like headers, then a blank line, then more output
+    "colon_lines_then_blank": (
+        FOLLOWS_HEAD + b"Uptime: 5 s\n\n\nReloaded: 1 s\n--END COMMAND--\r\n\r\n",
+        ("Uptime: 5 s", "", "", "Reloaded: 1 s"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOLLOWS_CASES))
+def test_follows_output_after_a_blank_line_is_kept_whole(case: str) -> None:
+    raw, output = FOLLOWS_CASES[case]
+    after = b"Event: After\r\n\r\n"
+    data = raw + after
+    expected = replay([data], expect_banner=False)
+    response, event, closed = expected
+    assert isinstance(response, AmiResponse) and response.action_id == "c1"
+    assert response.output == output and response.get("Privilege") == "Command"
+    assert event == AmiEvent(name="After", fields=(("Event", "After"),))
+    assert isinstance(closed, AmiConnectionClosed)
+    for cut in range(len(data) + 1):
+        assert replay([data[:cut], data[cut:]], expect_banner=False) == expected, cut
+    assert replay([data.replace(b"\r\n", b"\n")], expect_banner=False) == expected
+
+
+def test_follows_without_output_is_an_ordinary_message() -> None:
+    head = b"Response: Follows\r\nActionID: c2\r\n\r\n"
+    for tail in (b"Event: Next\r\n\r\n", b"Response: Success\r\n\r\n", b""):
+        items = replay([head + tail], expect_banner=False)
+        assert isinstance(items[0], AmiResponse) and items[0].action_id == "c2"
+        assert items[0].output == () and isinstance(items[-1], AmiConnectionClosed)
+        assert len(items) == (3 if tail else 2)
+
+
+def test_follows_waits_to_see_what_comes_after_the_blank_line() -> None:
+    parser = AmiParser(expect_banner=False)
+    parser.receive_data(FOLLOWS_HEAD + b"\r\n")
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(b"Even")
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(b"t: X\r\n\r\n")
+    assert isinstance(parser.next_event(), AmiResponse)
+    assert isinstance(parser.next_event(), AmiEvent)
+
+
+def test_blank_lines_after_a_follows_header_count_toward_the_limit() -> None:
+    parser = AmiParser(expect_banner=False, max_message_size=200)
+    with pytest.raises(AmiMessageTooLarge):
+        for _ in range(100):
+            parser.receive_data(FOLLOWS_HEAD if parser.buffered == 0 else b"\r\n" * 10)
+            assert parser.next_event() is NEED_DATA
+
+
 ALL_FIXTURES = ["blind_transfer", "attended_transfer", "command_output"]
 
 
