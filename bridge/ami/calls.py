@@ -1,0 +1,460 @@
+"""Asterisk's AMI events -> the same phone evidence the SIP path produces. No I/O.
+
+Only channels of watched phones are tracked (`AmiPhones`). Per phone, the first live call is
+the customer call; a call the phone places while it has one is the consult call. Facts from
+test-rig.md that shape the mapping:
+
+- `BlindTransfer Result: Success` only means Asterisk accepted the REFER and sent the customer
+  to the dialplan: it is a request, never proof. Proof is the customer's channel's `DialEnd`
+  with `DialStatus: ANSWER` (the target answered); another status is failure.
+- `AttendedTransfer Result: Success` with the consult already answered means Asterisk bridged
+  the customer with the target: proof.
+- Any other `Result` (`Fail`, `Invalid`, `Not Permitted`) is a failed transfer.
+
+Evidence carries the SIP Call-ID of the phone's leg with the customer when the PBX tells it, so
+that it meets the HEP path's evidence about the same call. Our Asterisk configuration
+(docker/asterisk) sets the channel variable `SIPCALLID` from `CHANNEL(pjsip,call-id)` in the
+dialplan (the calling channel at priority 1, each dialled channel in a pre-dial handler) and lists
+it in manager.conf `channelvars`: AMI shows it as a `VarSet` event and as
+`ChanVariable: SIPCALLID=...` on later events. (Listing `CHANNEL(pjsip,call-id)` itself in
+`channelvars` froze Asterisk 22.10.1 here.) Until a leg's Call-ID is known its evidence is held
+back (at most until the call is answered or ends); a leg whose Call-ID never shows is named
+`ami:<Uniqueid>`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from bridge.ami.messages import AmiEvent
+from bridge.ami.phones import AmiPhones
+from bridge.evidence import (
+    CallStateChanged,
+    ConsultChanged,
+    Observation,
+    PhoneEvent,
+    PhoneEvidence,
+    TransferFailed,
+    TransferProgressed,
+    TransferRequested,
+    TransferSucceeded,
+)
+from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.transfer_detector import rfc3339
+
+CALL_ID_VARIABLE = "SIPCALLID"
+STATE_RING = "4"  # ChannelState of a channel whose phone is placing the call
+UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown"})
+CONSULTING = frozenset({ConsultState.DIALING, ConsultState.RINGING, ConsultState.ANSWERED})
+RECENT_LEGS = 256  # hung-up legs kept a little for events that name them late
+LISTING = frozenset({"CoreShowChannel", "CoreShowChannelsComplete"})
+MAX_HELD = 10_000  # events held while a channel list is awaited
+
+
+@dataclass(slots=True)
+class Leg:
+    """One channel of a watched phone."""
+
+    uniqueid: str
+    channel: str
+    phone: str
+    role: str  # "customer", "consult" or "other" (a second incoming call: not ours)
+    placed: bool  # the phone placed this call
+    remote: str | None
+    customer_leg: str | None = None  # for a consult leg: the customer leg's Uniqueid
+    peer: str | None = None  # the other party's channel Uniqueid
+    sip_call_id: str | None = None
+    key: str | None = None  # the call id evidence is sent under, fixed at the first emission
+    up: bool = False
+    ended: bool = False
+    consult: ConsultState = ConsultState.NONE  # customer leg: its consult's progress
+    pending: list[tuple[Observation, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AmiStats:
+    events: int = 0
+    tracked: int = 0  # events about a watched phone's channel
+    evidence: int = 0
+    legs: int = 0  # live legs now
+
+
+def _number(value: str | None) -> str | None:
+    if value is None or value.strip().lower() in UNKNOWN_NUMBERS:
+        return None
+    return value.strip()
+
+
+def _result(value: str | None) -> str:
+    return (value or "unknown").strip().lower().replace(" ", "_")
+
+
+class AmiCallTracker:
+    """Feed AMI events in order; get `PhoneEvent`s for the watched phones."""
+
+    def __init__(
+        self, source: str, phones: AmiPhones, *, call_id_variable: str | None = CALL_ID_VARIABLE
+    ) -> None:
+        self.source = source
+        self.phones = phones
+        self.call_id_variable = call_id_variable
+        self.legs: dict[str, Leg] = {}
+        self.peers: dict[str, str] = {}  # other party's Uniqueid -> the phone's customer leg
+        self.blind: dict[str, str] = {}  # transferee Uniqueid -> transferring customer leg
+        self.recent: OrderedDict[str, Leg] = OrderedDict()  # hung-up legs, newest last
+        self._listing: list[AmiEvent] = []  # CoreShowChannel rows until the list completes
+        self._resyncing = False
+        self._held: list[tuple[AmiEvent, float]] = []  # events that came in during a resync
+        self.stats = AmiStats()
+        self._out: list[PhoneEvent] = []
+        self._at = ""
+
+    def reset(self, *, resync: bool = False) -> None:
+        """Forget every call (after a reconnect: the events in between are lost).
+
+        With `resync`, the caller has asked Asterisk for its channels (`CoreShowChannels`):
+        other events are held until the list is complete, then replayed on top of it, so a
+        transfer made while the list is on its way is still understood. Call `resync_failed`
+        if the list will not come.
+        """
+        self.legs.clear()
+        self.peers.clear()
+        self.blind.clear()
+        self.recent.clear()
+        self._listing.clear()
+        self._held.clear()
+        self._resyncing = resync
+        self.stats.legs = 0
+
+    def resync_failed(self) -> list[PhoneEvent]:
+        """The channel list will not come: go on with what was held."""
+        return self._release()
+
+    def _release(self) -> list[PhoneEvent]:
+        self._resyncing = False
+        held, self._held = self._held, []
+        out: list[PhoneEvent] = []
+        for event, received_at in held:
+            out.extend(self.feed(event, received_at))
+        return out
+
+    # --- input ------------------------------------------------------------------------------
+
+    def feed(self, event: AmiEvent, received_at: float) -> list[PhoneEvent]:
+        """Evidence from one event (usually none)."""
+        handler = self._HANDLERS.get(event.name)
+        if self._resyncing and event.name not in LISTING:
+            if len(self._held) < MAX_HELD:
+                self._held.append((event, received_at))
+                return []
+            self._resyncing = False  # the list is not coming: stop waiting for it
+            return [*self._release(), *self.feed(event, received_at)]
+        self.stats.events += 1
+        if handler is None:
+            return []
+        stamp = event.get("Timestamp")
+        try:
+            self._at = rfc3339(float(stamp) if stamp else received_at)
+        except ValueError:
+            self._at = rfc3339(received_at)
+        outer, self._out = self._out, []  # re-entrant: a completed resync replays held events
+        self._learn_call_ids(event)
+        handler(self, event)
+        out, self._out = self._out, outer
+        self.stats.evidence += len(out)
+        return out
+
+    def _learn_call_ids(self, event: AmiEvent) -> None:
+        """Pick up SIP Call-IDs from `<Prefix>ChanVariable: SIPCALLID=...`."""
+        if self.call_id_variable is None:
+            return
+        wanted = self.call_id_variable + "="
+        for key, value in event.fields:
+            if not key.endswith("ChanVariable") or not value.startswith(wanted):
+                continue
+            call_id = value[len(wanted) :].strip()
+            prefix = key[: -len("ChanVariable")]
+            leg = self._find(event.get(f"{prefix}Uniqueid") or "")
+            if call_id and leg is not None and leg.sip_call_id is None:
+                leg.sip_call_id = call_id
+                self._flush(leg)
+
+    # --- output -----------------------------------------------------------------------------
+
+    def _emit(self, leg: Leg, obs: Observation) -> None:
+        waiting = leg.key is None and leg.sip_call_id is None and not leg.up
+        if waiting and self.call_id_variable is not None:
+            leg.pending.append((obs, self._at))
+            return
+        self._send(leg, obs, self._at)
+
+    def _send(self, leg: Leg, obs: Observation, at: str) -> None:
+        if leg.key is None:
+            leg.key = leg.sip_call_id or f"ami:{leg.uniqueid}"
+        evidence = PhoneEvidence(self.source, at, obs)
+        self._out.append(PhoneEvent(leg.phone, evidence, call_id=leg.key, remote=leg.remote))
+
+    def _flush(self, leg: Leg) -> None:
+        pending, leg.pending = leg.pending, []
+        for obs, at in pending:
+            self._send(leg, obs, at)
+
+    def _find(self, uniqueid: str) -> Leg | None:
+        return self.legs.get(uniqueid) or self.recent.get(uniqueid)
+
+    def _consult(self, leg: Leg, state: ConsultState) -> None:
+        customer = self._find(leg.customer_leg or "")
+        if customer is None or customer.consult is state:
+            return
+        customer.consult = state
+        self._emit(customer, ConsultChanged(state, leg.remote))
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def _live_customer(self, phone: str) -> Leg | None:
+        for leg in self.legs.values():
+            if leg.phone == phone and leg.role == "customer" and not leg.ended:
+                return leg
+        return None
+
+    def _var_set(self, event: AmiEvent) -> None:
+        if event.get("Variable") != self.call_id_variable:
+            return
+        leg = self._leg(event)
+        value = (event.get("Value") or "").strip()
+        if leg is not None and value and leg.sip_call_id is None:
+            leg.sip_call_id = value
+            self._flush(leg)
+
+    def _newchannel(self, event: AmiEvent) -> None:
+        channel = event.get("Channel") or ""
+        uniqueid = event.get("Uniqueid") or ""
+        phone = self.phones.phone_of(channel)
+        if phone is None or not uniqueid or uniqueid in self.legs:
+            return
+        self.stats.tracked += 1
+        placed = event.get("ChannelState") == STATE_RING
+        customer = self._live_customer(phone)
+        role = "customer" if customer is None else "consult" if placed else "other"
+        remote = _number(event.get("Exten")) if placed else _number(event.get("ConnectedLineNum"))
+        leg = Leg(uniqueid, channel, phone, role, placed, remote)
+        self.legs[uniqueid] = leg
+        self.stats.legs = len(self.legs)
+        if role == "consult" and customer is not None:
+            leg.customer_leg = customer.uniqueid
+            self._consult(leg, ConsultState.DIALING)
+        self._learn_call_ids(event)
+
+    def _leg(self, event: AmiEvent, prefix: str = "") -> Leg | None:
+        leg = self._find(event.get(f"{prefix}Uniqueid") or "")
+        if leg is not None:
+            self.stats.tracked += 1
+        return leg
+
+    def _newstate(self, event: AmiEvent) -> None:
+        leg = self._leg(event)
+        if leg is None or leg.role != "customer":
+            return
+        desc = event.get("ChannelStateDesc")
+        if desc == "Ringing":
+            self._emit(leg, CallStateChanged(CallState.RINGING))
+        elif desc == "Up" and not leg.up:
+            leg.up = True
+            self._emit(leg, CallStateChanged(CallState.CONNECTED))
+
+    def _connected_line(self, event: AmiEvent) -> None:
+        leg = self._leg(event)
+        if leg is not None and leg.remote is None:
+            leg.remote = _number(event.get("ConnectedLineNum"))
+
+    def _dial_begin(self, event: AmiEvent) -> None:
+        caller = self._leg(event)
+        callee = self._leg(event, "Dest")
+        if callee is not None:
+            callee.peer = event.get("Uniqueid")
+            if callee.remote is None:
+                callee.remote = _number(event.get("CallerIDNum"))
+            if callee.role == "customer" and callee.peer:
+                self.peers[callee.peer] = callee.uniqueid
+        if caller is not None:
+            caller.peer = event.get("DestUniqueid")
+            if caller.role == "customer" and caller.peer:
+                self.peers[caller.peer] = caller.uniqueid
+                self._emit(caller, CallStateChanged(CallState.RINGING))
+            elif caller.role == "consult":
+                self._consult(caller, ConsultState.DIALING)
+
+    def _dial_state(self, event: AmiEvent) -> None:
+        caller = self._leg(event)
+        ringing = (event.get("DialStatus") or "").upper() in ("RINGING", "PROGRESS")
+        if caller is not None and caller.role == "consult" and ringing:
+            self._consult(caller, ConsultState.RINGING)
+
+    def _dial_end(self, event: AmiEvent) -> None:
+        status = (event.get("DialStatus") or "").upper()
+        uniqueid = event.get("Uniqueid") or ""
+        transferring = self._find(self.blind.pop(uniqueid, ""))
+        if transferring is not None:
+            leg = transferring
+            if status == "ANSWER":
+                self._emit(leg, TransferSucceeded("pbx_target_answered"))
+            else:
+                self._emit(leg, TransferFailed(f"pbx_dial_{status.lower() or 'unknown'}"))
+            return
+        caller = self._leg(event)
+        if caller is not None and caller.role == "consult":
+            answered = status == "ANSWER"
+            self._consult(caller, ConsultState.ANSWERED if answered else ConsultState.ENDED)
+
+    def _hold(self, event: AmiEvent) -> None:
+        leg = self._leg(event)
+        if leg is not None and leg.role == "customer":
+            state = CallState.ON_HOLD if event.name == "Hold" else CallState.CONNECTED
+            self._emit(leg, CallStateChanged(state))
+
+    def _blind_transfer(self, event: AmiEvent) -> None:
+        leg = self._leg(event, "Transferer")
+        if leg is None or leg.role != "customer":
+            return
+        result = _result(event.get("Result"))
+        target = _number(event.get("Extension"))
+        self._emit(leg, TransferRequested(TransferKind.BLIND, target))
+        if result == "success":
+            self._emit(leg, TransferProgressed(ReferState.ACCEPTED))
+            transferee = event.get("TransfereeUniqueid")
+            if transferee:
+                self.blind[transferee] = leg.uniqueid
+        else:
+            self._emit(leg, TransferFailed(f"pbx_blind_{result}"))
+
+    def _attended_transfer(self, event: AmiEvent) -> None:
+        leg = None
+        for prefix in ("OrigTransferer", "SecondTransferer"):
+            candidate = self._leg(event, prefix)
+            if candidate is not None and candidate.role == "customer":
+                leg = candidate
+                break
+        if leg is None:
+            return
+        result = _result(event.get("Result"))
+        target = _number(event.get("TransferTargetCallerIDNum"))
+        if target is None:
+            consult = [c for c in self.legs.values() if c.customer_leg == leg.uniqueid]
+            target = consult[0].remote if consult else None
+        self._emit(leg, TransferRequested(TransferKind.ATTENDED, target))
+        if result == "success":
+            self._emit(leg, TransferSucceeded("pbx_attended_transfer"))
+        else:
+            self._emit(leg, TransferFailed(f"pbx_attended_{result}"))
+
+    def _hangup(self, event: AmiEvent) -> None:
+        uniqueid = event.get("Uniqueid") or ""
+        transferring = self._find(self.blind.pop(uniqueid, ""))
+        if transferring is not None:
+            # The customer hung up before the target answered the blind transfer.
+            self._emit(transferring, TransferFailed("customer_hung_up"))
+        self._other_party_gone(uniqueid)
+        leg = self.legs.pop(uniqueid, None)
+        if leg is None:
+            return
+        self.stats.tracked += 1
+        leg.ended = True
+        if leg.role == "consult":
+            self._consult(leg, ConsultState.ENDED)
+        elif leg.role == "customer":
+            leg.up = True  # nothing more will name its Call-ID: send what was held back
+            self._flush(leg)
+            self._emit(leg, CallStateChanged(CallState.ENDED))
+        if leg.peer is not None and self.peers.get(leg.peer) == leg.uniqueid:
+            del self.peers[leg.peer]
+        self.recent[uniqueid] = leg
+        while len(self.recent) > RECENT_LEGS:
+            self.recent.popitem(last=False)
+        self.stats.legs = len(self.legs)
+
+    def _other_party_gone(self, uniqueid: str) -> None:
+        """The customer's side of a phone's call hangs up: during a consult, no transfer."""
+        customer = self._find(self.peers.pop(uniqueid, ""))
+        consulting = customer is not None and customer.consult in CONSULTING
+        if customer is not None and not customer.ended and consulting:
+            self._emit(customer, TransferFailed("customer_hung_up"))
+
+    def _hangup_request(self, event: AmiEvent) -> None:
+        # The far end asked to hang up (its BYE), before Asterisk tears the bridge down and
+        # hangs up the phone's leg too: the one moment that tells who hung up.
+        self._other_party_gone(event.get("Uniqueid") or "")
+
+    # --- resync after (re)connecting: the answer to `Action: CoreShowChannels` ------------------
+
+    def _show_channel(self, event: AmiEvent) -> None:
+        if self.phones.phone_of(event.get("Channel") or "") is not None:
+            self._listing.append(event)
+
+    def _show_complete(self, event: AmiEvent) -> None:
+        """Rebuild the watched phones' calls that were already up when we connected.
+
+        Nothing is emitted: the store already holds what an earlier run concluded; this only
+        lets later events (a transfer, a hang-up) be understood. Per phone the oldest channel
+        is the customer call; a channel the phone is dialling from (`Application: Dial`)
+        next to it is the consult.
+        """
+        rows, self._listing = self._listing, []
+
+        def age(row: AmiEvent) -> tuple[int, int, str]:
+            # Uniqueid is "<epoch seconds>.<sequence>": "1795613972.10" is newer than ".9".
+            uniqueid = row.get("Uniqueid") or ""
+            epoch, _, seq = uniqueid.partition(".")
+            if epoch.isdigit() and seq.isdigit():
+                return (int(epoch), int(seq), uniqueid)
+            return (1 << 62, 0, uniqueid)
+
+        for row in sorted(rows, key=age):
+            uniqueid = row.get("Uniqueid") or ""
+            channel = row.get("Channel") or ""
+            phone = self.phones.phone_of(channel)
+            if phone is None or not uniqueid or uniqueid in self.legs:
+                continue
+            placed = row.get("Application") == "Dial"
+            customer = self._live_customer(phone)
+            role = "customer" if customer is None else "consult" if placed else "other"
+            up = row.get("ChannelStateDesc") == "Up"
+            leg = Leg(uniqueid, channel, phone, role, placed, _number(row.get("ConnectedLineNum")))
+            leg.up = up
+            leg.sip_call_id = self._variable(row)
+            leg.key = leg.sip_call_id or f"ami:{uniqueid}"
+            if role == "consult" and customer is not None:
+                leg.customer_leg = customer.uniqueid
+                customer.consult = ConsultState.ANSWERED if up else ConsultState.RINGING
+            self.legs[uniqueid] = leg
+        self.stats.legs = len(self.legs)
+        released = self._release()
+        self.stats.evidence -= len(released)  # counted by the replay already
+        self._out.extend(released)
+
+    def _variable(self, row: AmiEvent) -> str | None:
+        if self.call_id_variable is None:
+            return None
+        wanted = self.call_id_variable + "="
+        for value in row.get_all("ChanVariable"):
+            if value.startswith(wanted) and value[len(wanted) :].strip():
+                return value[len(wanted) :].strip()
+        return None
+
+    _HANDLERS = {
+        "Newchannel": _newchannel,
+        "VarSet": _var_set,
+        "Newstate": _newstate,
+        "NewConnectedLine": _connected_line,
+        "DialBegin": _dial_begin,
+        "DialState": _dial_state,
+        "DialEnd": _dial_end,
+        "Hold": _hold,
+        "Unhold": _hold,
+        "BlindTransfer": _blind_transfer,
+        "AttendedTransfer": _attended_transfer,
+        "Hangup": _hangup,
+        "HangupRequest": _hangup_request,
+        "CoreShowChannel": _show_channel,
+        "CoreShowChannelsComplete": _show_complete,
+    }

@@ -1,0 +1,305 @@
+"""Real Asterisk 22 recordings (AMI and HEP of the same calls) through the pure trackers.
+
+`scripts/rig/record_asterisk.py` recorded each case with pjsua2 phones: customer 2000 (2001),
+agents 1001 and 1003, target 1002. The sidecar JSON names each phone's SIP Call-ID, so the
+evidence can be checked against the exact call it must belong to, and both sources' evidence
+can be fed to one session to check that they agree on one outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.ami import NEED_DATA, AmiEvent, AmiParser
+from bridge.ami.calls import AmiCallTracker
+from bridge.ami.phones import AmiPhones, channel_endpoint, default_endpoint
+from bridge.evidence import PhoneEvent, describe
+from bridge.hep import decode_hep
+from bridge.model import Call, CallState, Customer, Session, TransferState
+from bridge.phone_directory import PhoneDirectory
+from bridge.session_machine import AuditEntry, apply_evidence
+from bridge.transfer_detector import SipTracker
+from tests.rig.hepfile import read_hep_file
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+AGENTS = ("1001", "1002", "1003")
+CASES = (
+    "blind_answered",
+    "blind_busy",
+    "attended",
+    "customer_hangup_consult",
+    "consult_abandoned",
+    "quick_refer",
+    "two_agents",
+)
+
+
+def uri(ext: str) -> str:
+    return f"sip:{ext}@127.0.0.1"
+
+
+def sidecar(case: str) -> dict[str, Any]:
+    return dict(json.loads((FIXTURES / "ami" / f"asterisk-{case}.json").read_text()))
+
+
+def call_id(case: str, phone: str, n: int = 0) -> str:
+    legs = [leg for leg in sidecar(case)["legs"] if leg["phone"] == phone]
+    return str(legs[n]["call_id"])
+
+
+def ami_events(case: str) -> list[AmiEvent]:
+    parser = AmiParser()
+    parser.receive_data((FIXTURES / "ami" / f"asterisk-{case}.ami").read_bytes())
+    out = []
+    while (item := parser.next_event()) is not NEED_DATA:
+        if isinstance(item, AmiEvent):
+            out.append(item)
+    return out
+
+
+def ami_evidence(
+    case: str, tracker: AmiCallTracker | None = None, at: float = 1.0
+) -> list[PhoneEvent]:
+    tracker = tracker or AmiCallTracker("ami", AmiPhones([(uri(e), None) for e in AGENTS]))
+    out: list[PhoneEvent] = []
+    for event in ami_events(case):
+        out.extend(tracker.feed(event, at))
+    return out
+
+
+def hep_evidence(case: str) -> list[PhoneEvent]:
+    tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
+    out: list[PhoneEvent] = []
+    for packet in read_hep_file(FIXTURES / "hep" / f"asterisk-{case}.hep"):
+        hep = decode_hep(packet)
+        if hep.proto_type == 1:
+            out.extend(tracker.feed_bytes(hep.payload, hep.timestamp or 0.0))
+    return out
+
+
+def of(events: list[PhoneEvent], phone: str) -> list[tuple[str, str | None]]:
+    """What one phone's sessions would hear: (type, state or reason), in order."""
+    out = []
+    for e in events:
+        if e.phone != uri(phone):
+            continue
+        d = describe(e.evidence.observation)
+        detail = d.get("state") or d.get("reason") or d.get("kind") or d.get("refer")
+        out.append((str(d["type"]), detail))
+    return out
+
+
+RINGING, CONNECTED, ON_HOLD, ENDED = (
+    ("call_state", s) for s in ("ringing", "connected", "on_hold", "ended")
+)
+CONSULT = [("consult", "dialing"), ("consult", "ringing"), ("consult", "answered")]
+
+
+class TestAmiRecordings:
+    def test_blind_answered_is_proved_by_the_customer_reaching_the_target(self) -> None:
+        events = ami_evidence("blind_answered")
+        assert of(events, "1001") == [
+            RINGING,
+            CONNECTED,
+            CONNECTED,  # Asterisk's Unhold on the REFER; the session sees a duplicate
+            ("transfer_requested", "blind"),
+            ("transfer_progress", "accepted"),  # BlindTransfer Success: a request, no proof
+            ENDED,  # Asterisk hangs the agent's channel up before the target answers
+            ("transfer_succeeded", "pbx_target_answered"),  # DialEnd ANSWER on the customer
+        ]
+        agent = call_id("blind_answered", "1001")
+        assert {e.call_id for e in events if e.phone == uri("1001")} == {agent}
+        assert {e.remote for e in events if e.phone == uri("1001")} == {"2000"}
+
+    def test_blind_to_a_busy_target_fails(self) -> None:
+        assert of(ami_evidence("blind_busy"), "1001")[-3:] == [
+            ("transfer_progress", "accepted"),
+            ENDED,
+            ("transfer_failed", "pbx_dial_busy"),
+        ]
+
+    def test_attended_transfer_is_proved_by_asterisk_bridging_customer_and_target(self) -> None:
+        assert of(ami_evidence("attended"), "1001") == [
+            RINGING,
+            CONNECTED,
+            ON_HOLD,
+            *CONSULT,
+            CONNECTED,
+            ("transfer_requested", "attended"),
+            ("transfer_succeeded", "pbx_attended_transfer"),
+            ENDED,
+            ("consult", "ended"),
+        ]
+
+    def test_the_customer_hanging_up_during_the_consult_is_a_failed_transfer(self) -> None:
+        ami = of(ami_evidence("customer_hangup_consult"), "1001")
+        assert ami[-3:] == [("transfer_failed", "customer_hung_up"), ENDED, ("consult", "ended")]
+
+    def test_an_abandoned_consult_is_no_transfer(self) -> None:
+        ami = of(ami_evidence("consult_abandoned"), "1001")
+        assert ami[-3:] == [("consult", "ended"), CONNECTED, ENDED]
+        assert not [t for t, _ in ami if t.startswith("transfer")]
+
+    def test_a_refer_racing_the_answer_is_refused(self) -> None:
+        assert of(ami_evidence("quick_refer"), "1001") == [
+            RINGING,
+            CONNECTED,
+            ("transfer_requested", "blind"),
+            ("transfer_failed", "pbx_blind_invalid"),
+            ENDED,
+        ]
+
+    def test_two_agents_at_once_each_get_their_own_calls_evidence(self) -> None:
+        events = ami_evidence("two_agents")
+        for agent, customer in (("1001", "2000"), ("1003", "2001")):
+            mine = [e for e in events if e.phone == uri(agent)]
+            assert {e.call_id for e in mine} == {call_id("two_agents", agent)}
+            assert {e.remote for e in mine} == {customer}
+            assert of(events, agent)[-1] == ("transfer_succeeded", "pbx_target_answered")
+
+    @pytest.mark.parametrize("case", CASES)
+    def test_nothing_is_left_behind(self, case: str) -> None:
+        tracker = AmiCallTracker("ami", AmiPhones([(uri(e), None) for e in AGENTS]))
+        ami_evidence(case, tracker)
+        assert tracker.legs == {} and tracker.blind == {} and tracker.peers == {}
+
+    def test_unwatched_phones_produce_nothing(self) -> None:
+        tracker = AmiCallTracker("ami", AmiPhones([(uri("1999"), None)]))
+        assert ami_evidence("attended", tracker) == []
+        assert tracker.stats.events > 100 and tracker.stats.evidence == 0
+
+    def test_without_the_call_id_variable_calls_are_named_by_channel(self) -> None:
+        phones = AmiPhones([(uri("1001"), "PJSIP/1001")])
+        tracker = AmiCallTracker("ami", phones, call_id_variable=None)
+        events = ami_evidence("blind_answered", tracker)
+        assert len({e.call_id for e in events}) == 1
+        assert str(events[0].call_id).startswith("ami:")
+
+
+class TestResync:
+    """After a (re)connection: `CoreShowChannels` rebuilds the calls already up."""
+
+    def rows(self, *channels: tuple[str, str, str, str]) -> list[AmiEvent]:
+        out = []
+        for channel, uniqueid, application, call in channels:
+            fields = (
+                ("Event", "CoreShowChannel"),
+                ("Channel", channel),
+                ("ChannelStateDesc", "Up"),
+                ("ConnectedLineNum", "2000" if application == "AppDial" else "1002"),
+                ("Uniqueid", uniqueid),
+                ("ChanVariable", f"SIPCALLID={call}"),
+                ("Application", application),
+            )
+            out.append(AmiEvent("CoreShowChannel", fields))
+        out.append(AmiEvent("CoreShowChannelsComplete", (("Event", "CoreShowChannelsComplete"),)))
+        return out
+
+    def test_a_consult_under_way_is_understood_and_held_events_replayed(self) -> None:
+        tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))
+        tracker.reset(resync=True)
+        # The transfer happens while the channel list is on its way.
+        transfer = AmiEvent(
+            "AttendedTransfer",
+            (
+                ("Event", "AttendedTransfer"),
+                ("Result", "Success"),
+                ("OrigTransfererUniqueid", "1795613972.9"),
+                ("SecondTransfererUniqueid", "1795613972.10"),
+                ("TransferTargetCallerIDNum", "1002"),
+            ),
+        )
+        assert tracker.feed(transfer, 5.0) == []  # held
+        out: list[PhoneEvent] = []
+        # Listed newest first, and ".10" is newer than ".9" (not a decimal fraction).
+        for row in self.rows(
+            ("PJSIP/1001-0000000b", "1795613972.10", "Dial", "consult-call"),
+            ("PJSIP/1001-0000000a", "1795613972.9", "AppDial", "customer-call"),
+        ):
+            out.extend(tracker.feed(row, 5.0))
+        assert [(e.call_id, describe(e.evidence.observation)["type"]) for e in out] == [
+            ("customer-call", "transfer_requested"),
+            ("customer-call", "transfer_succeeded"),
+        ]
+        assert tracker.legs["1795613972.10"].role == "consult"
+
+    def test_a_list_that_never_comes_releases_what_was_held(self) -> None:
+        tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))
+        tracker.reset(resync=True)
+        for event in ami_events("quick_refer"):
+            assert tracker.feed(event, 1.0) == []
+        released = tracker.resync_failed()
+        assert of(released, "1001") == of(ami_evidence("quick_refer"), "1001")
+
+
+class TestEndpoints:
+    def test_channel_names(self) -> None:
+        assert channel_endpoint("PJSIP/1001-0000000a") == "PJSIP/1001"
+        assert channel_endpoint("PJSIP/agent-7-00000001") == "PJSIP/agent-7"
+        assert channel_endpoint("Local/1002@phones-00000001;1") is None
+        assert channel_endpoint("garbage") is None
+        assert default_endpoint("<sip:1001@PBX.example:5060>") == "PJSIP/1001"
+
+    def test_an_explicit_ami_endpoint_wins(self) -> None:
+        phones = AmiPhones([(uri("1001"), "pjsip/desk-ana")])
+        assert phones.phone_of("PJSIP/desk-ana-00000003") == uri("1001")
+        assert phones.phone_of("PJSIP/1001-00000003") is None
+
+
+# --- both sources about the same calls: one outcome ---------------------------------------------
+
+
+def one_session(case: str, ami_first: bool) -> tuple[Session, list[AuditEntry]]:
+    """A session bound to agent 1001's call, fed by both sources: one after the other.
+
+    The AMI recordings carry no event times, so the AMI evidence is stamped as a source that
+    reports the call just before (or just after) the capture does; what matters is that either
+    order gives one outcome.
+    """
+    mine = call_id(case, "1001")
+    hep = [e for e in hep_evidence(case) if e.call_id == mine]
+    at = hep[0].evidence.at if ami_first else hep[-1].evidence.at
+    stamp = datetime.fromisoformat(at).timestamp()
+    tracker = AmiCallTracker("ami", AmiPhones([(uri(e), None) for e in AGENTS]))
+    ami = [e for e in ami_evidence(case, tracker, stamp) if e.call_id == mine]
+    session = Session(
+        "acme",
+        "s-1",
+        "a-1",
+        Customer("2000"),
+        "2026-01-01T00:00:00.000Z",
+        call=Call(state=CallState.CONNECTED, sip_call_id=mine),
+    )
+    trail: list[AuditEntry] = []
+    for event in (*ami, *hep) if ami_first else (*hep, *ami):
+        outcome = apply_evidence(session, event.evidence, now=event.evidence.at)
+        session = outcome.session
+        trail.extend(outcome.audit)
+    return session, trail
+
+
+@pytest.mark.parametrize(
+    ("case", "state"),
+    [
+        ("blind_answered", TransferState.TRANSFERRED),
+        ("blind_busy", TransferState.FAILED),
+        ("attended", TransferState.TRANSFERRED),
+        ("customer_hangup_consult", TransferState.FAILED),
+        ("quick_refer", TransferState.FAILED),
+    ],
+)
+@pytest.mark.parametrize("ami_first", [True, False], ids=["ami_first", "hep_first"])
+def test_hep_and_ami_agree_on_one_outcome(case: str, state: TransferState, ami_first: bool) -> None:
+    session, trail = one_session(case, ami_first)
+    assert session.transfer.state is state
+    assert not [e for e in trail if e.event == "sources_disagree"], trail
+    finals = [e for e in trail if e.event in ("transfer_succeeded", "transfer_failed")]
+    # both sources reported the outcome; the first counted, the other is audit only
+    assert {e.detail["source"] for e in finals} == {"ami", "hep"}
+    assert [e.detail.get("ignored") is None for e in finals].count(True) == 1
+    assert session.transfer.phone.proved_by == ("ami" if ami_first else "hep")
