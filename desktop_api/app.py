@@ -16,7 +16,7 @@ from desktop_api.config import Settings
 from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE, SETTINGS, SOURCES
 from desktop_api.metrics import Metrics
 from desktop_api.middleware import AUTH_CACHE, api_middleware
-from desktop_api.routes import accounts, agents, events, sessions, system
+from desktop_api.routes import accounts, agents, desktop, devices, events, sessions, system
 from desktop_api.service import BridgeService
 from desktop_api.sources import running_sources
 from desktop_api.storage import open_store
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_CACHE] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)
-    for module in (accounts, agents, sessions, events, system):
+    for module in (accounts, agents, sessions, events, system, desktop, devices):
         app.router.add_routes(module.routes)
+    devices.install(app)
     return app

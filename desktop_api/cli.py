@@ -1,4 +1,4 @@
-"""`transfer-bridge serve [--config PATH]`."""
+"""`transfer-bridge serve [--config PATH]` and `transfer-bridge qa SCENARIO ...`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from desktop_api import qa
 from desktop_api.app import create_app
 from desktop_api.config import ConfigError, load_settings
 from desktop_api.logs import configure_logging
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API and the configured sources")
     serve.add_argument("--config", type=Path, help="TOML configuration file")
+    qa.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "qa":
+        return qa.main(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -14,16 +15,44 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "store": {"url": "sqlite:///var/transfer-bridge.db"},
     "auth": {"admin_token": ""},
     "log": {"format": "json", "level": "info"},
+    "deskphones": {
+        "device_key": "",
+        "allow": ["127.0.0.1/32", "::1/128"],
+        "public_url": "",
+        "remote_username": "",
+        "remote_password": "",
+    },
 }
 SOURCE_KINDS: dict[str, dict[str, type]] = {
     "hep": {"listen": str, "password": str, "name": str, "match_user": bool},
-    "ami": {"host": str, "port": int, "username": str, "secret": str, "name": str},
+    "ami": {
+        "host": str,
+        "port": int,
+        "username": str,
+        "secret": str,
+        "name": str,
+        "call_id_variable": str,
+    },
 }
 LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(Exception):
     """A bad key or value; the message names it."""
+
+
+@dataclass(frozen=True)
+class DeskphoneSettings:
+    """`[deskphones]`: desk phones posting their own events, and QA remote control."""
+
+    device_key: str = ""  # derives each device's URL secret; empty = receivers refuse
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # addresses phones may post from
+    public_url: str = ""  # the bridge as phones reach it; empty = the admin request's origin
+    remote_username: str = ""  # the phones' web login, for remote control
+    remote_password: str = ""
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"DeskphoneSettings(allow={self.allow!r}, public_url={self.public_url!r})"
 
 
 @dataclass(frozen=True)
@@ -38,6 +67,7 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     sources: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    deskphones: DeskphoneSettings = field(default_factory=DeskphoneSettings)
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(listen={self.host}:{self.port}, store={self.store_url!r})"
@@ -52,6 +82,12 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
 
 
 def _coerce(value: Any, default: Any, key: str) -> Any:
+    if isinstance(default, list):
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return value
     if isinstance(default, bool):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
@@ -116,6 +152,7 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         raise ConfigError(f"store.url: only sqlite:///PATH is supported so far, got {url!r}")
     if merged["http"]["max_body_bytes"] < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    deskphones = _deskphones(merged["deskphones"])
     return Settings(
         host=host,
         port=port,
@@ -125,6 +162,27 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         log_format=merged["log"]["format"],
         log_level=merged["log"]["level"],
         sources=_sources(raw.get("sources", {})),
+        deskphones=deskphones,
+    )
+
+
+def _deskphones(values: dict[str, Any]) -> DeskphoneSettings:
+    for cidr in values["allow"]:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"deskphones.allow: {cidr!r} is not an address or network (CIDR)"
+            ) from None
+    public_url = values["public_url"].rstrip("/")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"deskphones.public_url: expected http(s)://..., got {public_url!r}")
+    return DeskphoneSettings(
+        device_key=values["device_key"],
+        allow=tuple(values["allow"]),
+        public_url=public_url,
+        remote_username=values["remote_username"],
+        remote_password=values["remote_password"],
     )
 
 
@@ -147,4 +205,17 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     raise ConfigError(f"sources.{kind}[{i}].{key}: expected {want.__name__}")
         out[kind] = [dict(e) for e in entries]
+    for i, entry in enumerate(out.get("ami", [])):
+        for key in ("username", "secret"):
+            value = entry.get(key, "")
+            if not value or any(c in value for c in "\r\n\x00"):
+                raise ConfigError(f"sources.ami[{i}].{key}: required, one line of text")
+        if not 0 < entry.get("port", 5038) < 65536:
+            raise ConfigError(f"sources.ami[{i}].port: expected 1-65535")
+    names = [
+        e.get("name", f"{kind}-{i}") for kind, entries in out.items() for i, e in enumerate(entries)
+    ]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"sources: the name {name!r} is used twice (names must be unique)")
     return out

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from desktop_api.config import Settings
     from desktop_api.metrics import Metrics
+    from desktop_api.routes.devices import DeviceHub
     from desktop_api.service import BridgeService
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -17,3 +18,4 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 HEALTH: web.AppKey[dict[str, Any]] = web.AppKey("health")
 SOURCES: web.AppKey[list[Any]] = web.AppKey("sources")
+DEVICE_HUB: web.AppKey[DeviceHub] = web.AppKey("device_hub")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +18,15 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bridge.ami import AmiEvent
+from bridge.ami.calls import CALL_ID_VARIABLE, AmiCallTracker
+from bridge.ami.phones import AmiPhones
 from bridge.evidence import PhoneEvent
 from bridge.phone_directory import PhoneDirectory
-from bridge.transfer_detector import SipTracker
+from bridge.transfer_detector import SipTracker, rfc3339
 from desktop_api.config import parse_listen
 from desktop_api.service import BridgeService
+from phone_drivers.ami import AmiClient
 from phone_drivers.hep import HepListener
 
 log = structlog.get_logger("transfer_bridge.sources")
@@ -75,12 +79,32 @@ class HepSource:
     health: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class AmiSource:
+    """One `[[sources.ami]]`: a logged-in AMI connection and the call tracker behind it."""
+
+    name: str
+    client: AmiClient
+    tracker: AmiCallTracker
+    phones: AmiPhones
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows, read at request time (the connection comes and goes)."""
+        health = dict(self.client.health)
+        if isinstance(health.get("since"), int | float):
+            health["since"] = rfc3339(health["since"])
+        return {k: v for k, v in health.items() if v is not None}
+
+
 class SourceMetrics(Collector):
     """Counters of the sources, read when /metrics is scraped."""
 
-    def __init__(self, sources: list[HepSource], pump: EvidencePump) -> None:
+    def __init__(
+        self, sources: list[HepSource], pump: EvidencePump, ami: list[AmiSource] | None = None
+    ) -> None:
         self.sources = sources
         self.pump = pump
+        self.ami = ami or []
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus families."""
@@ -109,6 +133,7 @@ class SourceMetrics(Collector):
         yield packets
         yield sip
         yield dialogs
+        yield from self._ami()
         queue = GaugeMetricFamily(
             "transfer_bridge_evidence_queue", "Phone events waiting to be applied"
         )
@@ -123,11 +148,81 @@ class SourceMetrics(Collector):
         lost.add_metric(["failed"], self.pump.failed)
         yield lost
 
+    def _ami(self) -> Iterator[Metric]:
+        if not self.ami:
+            return
+        ami = CounterMetricFamily(
+            "transfer_bridge_ami", "AMI connection counters", labels=["source", "counter"]
+        )
+        up = GaugeMetricFamily(
+            "transfer_bridge_ami_connected", "1 while logged in to the AMI", labels=["source"]
+        )
+        legs = GaugeMetricFamily(
+            "transfer_bridge_ami_calls", "Channels of watched phones tracked now", labels=["source"]
+        )
+        for s in self.ami:
+            for counter, n in s.client.stats.as_dict().items():
+                ami.add_metric([s.name, counter], n)
+            ami.add_metric([s.name, "evidence"], s.tracker.stats.evidence)
+            up.add_metric([s.name], 1 if s.client.connected else 0)
+            legs.add_metric([s.name], s.tracker.stats.legs)
+        yield ami
+        yield up
+        yield legs
 
-def _sync_phones(service: BridgeService, directories: list[PhoneDirectory]) -> None:
+
+def _sync_phones(
+    service: BridgeService, directories: list[PhoneDirectory], ami: list[AmiPhones]
+) -> None:
     phones = [agent.phone.sip_uri for agent in service.agents.values()]
     for directory in directories:
         directory.replace(phones)
+    endpoints = [
+        (agent.phone.sip_uri, agent.phone.ami_endpoint) for agent in service.agents.values()
+    ]
+    for table in ami:
+        table.replace(endpoints)
+
+
+def _ami_source(i: int, entry: dict[str, Any], pump: EvidencePump) -> AmiSource:
+    name = entry.get("name", f"ami-{i}")
+    phones = AmiPhones()
+    variable = entry.get("call_id_variable", CALL_ID_VARIABLE) or None
+    tracker = AmiCallTracker(name, phones, call_id_variable=variable)
+
+    def sink(event: AmiEvent, received_at: float) -> None:
+        events = tracker.feed(event, received_at)
+        if events:
+            pump.put(events)
+
+    def connected() -> Awaitable[None]:
+        # Events missed while disconnected are gone: start from a clean slate rather than
+        # pair a call's end with a start that was never seen, then ask Asterisk for the calls
+        # already up (a consult under way when the bridge restarted, say).
+        tracker.reset(resync=True)
+        return resync()
+
+    async def resync() -> None:
+        try:
+            response = await client.action("CoreShowChannels")
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("ami_resync_failed", source=name, error=str(exc))
+            pump.put(tracker.resync_failed())
+            return
+        if not response.ok:
+            log.warning("ami_resync_refused", source=name, message=response.get("Message"))
+            pump.put(tracker.resync_failed())
+
+    client = AmiClient(
+        name,
+        entry.get("host", "127.0.0.1"),
+        entry.get("port", 5038),
+        entry["username"],
+        entry["secret"],
+        sink,
+        on_connected=connected,
+    )
+    return AmiSource(name, client, tracker, phones)
 
 
 async def _expire(sources: list[HepSource]) -> None:
@@ -175,15 +270,18 @@ async def running_sources(
             health[name] = {"kind": "hep", "status": "failing", "error": str(exc)}
             log.error("hep_listen_failed", source=name, error=str(exc))
         sources.append(source)
-    for i, _entry in enumerate(config.get("ami", [])):
-        health[_entry.get("name", f"ami-{i}")] = {"kind": "ami", "status": "not_implemented"}
-        log.warning("source_not_implemented", kind="ami")
+    ami_sources = [_ami_source(i, entry, pump) for i, entry in enumerate(config.get("ami", []))]
+    for ami in ami_sources:
+        health[ami.name] = ami.health
     directories = [s.tracker.directory for s in sources]
-    _sync_phones(service, directories)
-    service.on_agents_changed.append(lambda: _sync_phones(service, directories))
-    collector = SourceMetrics(sources, pump)
+    tables = [a.phones for a in ami_sources]
+    _sync_phones(service, directories, tables)
+    service.on_agents_changed.append(lambda: _sync_phones(service, directories, tables))
+    collector = SourceMetrics(sources, pump, ami_sources)
     registry.register(collector)
     tasks = [asyncio.create_task(pump.run(), name="evidence-pump")]
+    for ami in ami_sources:
+        ami.client.start()
     if sources:
         tasks.append(asyncio.create_task(_expire(sources), name="sip-expiry"))
     service.evidence_pump = pump
@@ -192,6 +290,8 @@ async def running_sources(
     finally:
         for s in sources:
             s.listener.close()
+        for ami in ami_sources:
+            await ami.client.close()
         await pump.drain()
         for task in tasks:
             task.cancel()

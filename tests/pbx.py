@@ -30,8 +30,8 @@ def missing() -> str | None:
     """Why the Asterisk rig cannot run here, or None."""
     if os.geteuid() != 0:
         return "the Asterisk rig needs root (chroot)"
-    for tool in ("debootstrap", "chroot", "sipp"):
-        if tool != "debootstrap" and shutil.which(tool) is None:
+    for tool in ("chroot", "sipp"):
+        if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/rig/install.sh)"
     try:
         import pjsua2  # noqa: F401

@@ -14,7 +14,8 @@ routes = web.RouteTableDef()
 async def healthz(request: web.Request) -> web.Response:
     """Up, the store answers, and how each source is doing."""
     service = request.app[SERVICE]
-    sources = request.app[HEALTH]
+    # A source's health is a dict, or a function giving it now (a connection comes and goes).
+    sources = {name: h() if callable(h) else h for name, h in request.app[HEALTH].items()}
     try:
         await service.ping_store()
         store_ok = True

@@ -59,6 +59,7 @@ def write(path: Path, text: str) -> Path:
 
 async def test_a_file_with_every_section_runs_and_the_environment_wins(tmp_path: Path) -> None:
     file_port, env_port, hep_port = free_port(), free_port(), free_port()
+    ami_port = free_port()  # nothing listens there: the AMI source retries, the API serves
     config = write(
         tmp_path / "bridge.toml",
         f"""
@@ -83,7 +84,7 @@ password = "hep-secret"
 
 [[sources.ami]]
 host = "127.0.0.1"
-port = 5038
+port = {ami_port}
 username = "bridge"
 secret = "ami-secret"
 """,
@@ -105,14 +106,20 @@ secret = "ami-secret"
                         break
                 await asyncio.sleep(0.05)
             assert health["status"] == "ok", health
-            assert health["sources"] == {
-                "pbx-hep": {
-                    "kind": "hep",
-                    "status": "listening",
-                    "listen": f"127.0.0.1:{hep_port}",
-                },
-                "ami-0": {"kind": "ami", "status": "not_implemented"},
+            assert health["sources"]["pbx-hep"] == {
+                "kind": "hep",
+                "status": "listening",
+                "listen": f"127.0.0.1:{hep_port}",
             }
+            ami = health["sources"]["ami-0"]
+            for _ in range(100):  # the first attempt fails at once: connection refused
+                if ami["status"] == "failing":
+                    break
+                await asyncio.sleep(0.05)
+                async with http.get(base + "/healthz") as r:
+                    ami = (await r.json())["sources"]["ami-0"]
+            assert ami["status"] == "failing" and ami["reason"] == "unreachable", ami
+            assert ami["address"] == f"127.0.0.1:{ami_port}"
             # [auth] admin_token from the file
             body = {"id": "acme", "name": "Acme", "transfer_enabled": True}
             async with http.post(base + "/v1/accounts", json=body, headers=headers) as r:
@@ -139,9 +146,10 @@ secret = "ami-secret"
     for secret in ("file-admin-token", "hep-secret", "ami-secret"):
         assert secret not in text
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    # [log] format json and level warning: the sources' warnings, no info lines
-    assert {r["event"] for r in records} == {"source_not_implemented"}
+    # [log] format json and level warning: the unreachable AMI's warnings, no info lines
+    assert {r["event"] for r in records} == {"ami_connect_failed"}
     assert {r["level"] for r in records} == {"warning"}
+    assert all(r["address"] == f"127.0.0.1:{ami_port}" for r in records)
 
 
 def test_json_logs_stay_json_for_every_logger_at_debug_level(tmp_path: Path) -> None:

@@ -898,5 +898,12 @@ async def test_every_response_fits_the_document(
         for status in op["responses"]
     }
     observed = {(s.path, s.method, s.status) for s in c.seen}
-    missing = {d for d in documented - observed if d[2] != 500}
+    # The desk-phone and desktop-page routes have their own walks (test_devices_openapi.py,
+    # tests/browser/test_static.py); this one covers the desktop API proper.
+    elsewhere = ("/v1/devices/", "/device-urls", "/device-commands", "/desktop")
+    missing = {
+        d
+        for d in documented - observed
+        if d[2] != 500 and not any(part in d[0] for part in elsewhere)
+    }
     assert not missing, sorted(missing)

@@ -1,0 +1,152 @@
+"""Live latency on the real rig: the wire proves a transfer -> the desktop sees `transferred`.
+
+    python bench/transfer_latency.py [--transfers 20] [--sources both|hep|ami]
+
+Starts a real Asterisk 22 (scripts/asterisk, chroot), a real `transfer-bridge serve` process
+with HEP (res_hep) and AMI sources, and pjsua2 phones. Each round the customer (2000) calls the
+agent (1001), the agent answers, the desktop opens a session and long-polls it
+(`GET /v1/sessions/{id}?wait=25&version=N`), and a second later the agent blind-transfers to
+1002 (auto-answer). Per transfer it prints:
+
+- `wire`: the HEP capture time (Asterisk's clock, the same machine) of the NOTIFY carrying
+  `SIP/2.0 200 OK` to the agent's phone: the last SIP message proving the transfer. It is read
+  from the session's audit trail (`observed_at` of the HEP source's `transfer_succeeded`),
+  which the bridge takes from the HEP packet's timestamp.
+- `api`: when the long-poll answer showing `transfer.state = transferred` reached the client.
+- latency = api - wire, and which source's evidence counted first (`proved_by`).
+
+With `--sources ami` there is no NOTIFY capture: the reference is then Asterisk's own event time
+of the proof (`DialEnd ANSWER`, `Timestamp:` from `timestampevents = yes`).
+
+Needs root (chroot) and scripts/rig/install.sh. Bounded: about 4 s per transfer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from desktop_api.testing import ApiClient
+from tests.integration.bridge_process import ADMIN, running_bridge_process
+from tests.rig.asterisk import AsteriskSettings, running_asterisk
+from tests.rig.phones import Phones, running_phones
+
+
+def epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
+async def one_transfer(api: ApiClient, phones: Phones, n: int, proof_source: str) -> dict[str, Any]:
+    sid = f"lat-{n}"
+    since = len(phones.events)
+    call = await phones.call("2000", "1001")
+    ringing = await phones.wait_state("1001", "INCOMING", since=since)
+    await phones.answer("1001", ringing["ref"])
+    await phones.wait_state("2000", "CONFIRMED", ref=call["ref"], since=since)
+    body = {"id": sid, "agent_id": "ana", "customer": {"number": "2000"}}
+    body["call"] = {"state": "connected"}
+    r = await api.post("/v1/sessions", body)
+    assert r.status == 201, r.body
+    version = r.body["version"]
+    await asyncio.sleep(1.0)  # a person, not a script (Asterisk refuses an instant REFER)
+
+    async def watch() -> float:
+        nonlocal version
+        while True:
+            r = await api.get(f"/v1/sessions/{sid}?wait=25&version={version}")
+            seen = time.time()
+            assert r.status == 200, r.body
+            version = r.body["version"]
+            if r.body["transfer"]["state"] == "transferred":
+                return seen
+
+    watcher = asyncio.create_task(watch())
+    await phones.blind_transfer("1001", ringing["ref"], "1002")
+    seen_at = await asyncio.wait_for(watcher, 20)
+    r = await api.get(f"/v1/sessions/{sid}")
+    proved_by = r.body["transfer"]["phone"]["proved_by"]
+    entries = (await api.get(f"/v1/sessions/{sid}/audit")).body["entries"]
+    proofs = [
+        e
+        for e in entries
+        if e["event"] == "transfer_succeeded" and e["detail"]["source"] == proof_source
+    ]
+    assert proofs, f"no {proof_source} proof in the audit of {sid}"
+    wire = epoch(proofs[0]["detail"]["observed_at"])
+    r = await api.post(f"/v1/sessions/{sid}/end", {"result": "bench"})
+    assert r.status == 200, r.body
+    # leave nothing up for the next round
+    for phone in ("2000", "1002"):
+        for ref, e in phones.calls_of(phone).items():
+            if e.get("state") not in ("DISCONNECTED", None):
+                await phones.hangup(phone, ref)
+    await asyncio.sleep(0.3)
+    return {"latency_ms": (seen_at - wire) * 1000, "proved_by": proved_by}
+
+
+async def run(transfers: int, sources: str) -> None:
+    hep, ami = sources in ("both", "hep"), sources in ("both", "ami")
+    proof_source = "pbx-hep" if hep else "pbx-ami"
+    with tempfile.TemporaryDirectory(prefix="tb-latency-") as tmp:
+        work = Path(tmp)
+        settings = AsteriskSettings.fresh()
+        async with (
+            running_asterisk(settings, work) as pbx,
+            running_bridge_process(work, pbx, hep=hep, ami=ami) as bridge,
+            aiohttp.ClientSession() as http,
+            running_phones(pbx.phone_ports, pbx.sip, work / "phones") as phones,
+        ):
+            admin = ApiClient(http, bridge.url, ADMIN)
+            await admin.post(
+                "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
+            )
+            token = (await admin.post("/v1/accounts/acme/tokens")).body["token"]
+            api = admin.with_token(token)
+            for agent, ext in (("ana", "1001"), ("ben", "1002")):
+                phone = {"sip_uri": f"sip:{ext}@127.0.0.1"}
+                await api.put(f"/v1/agents/{agent}", {"name": agent, "phone": phone})
+            await phones.behaviour("1002", "auto", delay_ms=300)
+            rows = []
+            for n in range(transfers):
+                row = await one_transfer(api, phones, n, proof_source)
+                rows.append(row)
+                ms, first = row["latency_ms"], row["proved_by"]
+                print(f"  transfer {n + 1:3d}: {ms:7.1f} ms  (first proof: {first})")
+    lat = sorted(r["latency_ms"] for r in rows)
+    firsts: dict[str, int] = {}
+    for r in rows:
+        firsts[r["proved_by"]] = firsts.get(r["proved_by"], 0) + 1
+    print()
+    print(f"sources: {sources}; reference: {proof_source} proof time; {len(lat)} transfers")
+    print("| median | p90 | worst | best |")
+    print("|---|---|---|---|")
+    p90 = lat[max(0, int(len(lat) * 0.9) - 1)]
+    print(
+        f"| {statistics.median(lat):.1f} ms | {p90:.1f} ms | {lat[-1]:.1f} ms | {lat[0]:.1f} ms |"
+    )
+    print(f"first proof by source: {firsts}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--transfers", type=int, default=20)
+    parser.add_argument("--sources", choices=("both", "hep", "ami"), default="both")
+    args = parser.parse_args()
+    asyncio.run(run(args.transfers, args.sources))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""Real phones transfer real calls through a real Asterisk 22; the session is read through the API.
+
+pjsua2 softphones (customer 2000/2001, agents 1001/1003, target agent 1002) -> Asterisk (SIP
+127.0.0.1:5070) -> HEPv3 (res_hep) and AMI -> `transfer-bridge serve` (a real process) -> HTTP.
+Each test also walks the desktop's steps and checks the seed's rules: one transfer per session,
+the agent blocked until the transferred session ends with a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from desktop_api.testing import ApiClient
+from tests.integration.bridge_process import ADMIN, BridgeProcess, running_bridge_process
+from tests.rig.asterisk import RunningAsterisk
+from tests.rig.phones import Phones, running_phones
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(90)]
+
+SOURCES = {"both": (True, True), "hep_only": (True, False), "ami_only": (False, True)}
+
+
+@dataclass
+class Rig:
+    pbx: RunningAsterisk
+    bridge: BridgeProcess
+    phones: Phones
+    api: ApiClient
+    http: aiohttp.ClientSession
+
+
+@pytest.fixture
+def sources() -> tuple[bool, bool]:
+    return SOURCES["both"]
+
+
+@pytest.fixture
+async def rig(
+    pbx: RunningAsterisk, tmp_path: Path, sources: tuple[bool, bool]
+) -> AsyncIterator[Rig]:
+    hep, ami = sources
+    async with (
+        running_bridge_process(tmp_path, pbx, hep=hep, ami=ami) as bridge,
+        aiohttp.ClientSession() as http,
+        running_phones(pbx.phone_ports, pbx.sip, tmp_path / "phones") as phones,
+    ):
+        admin = ApiClient(http, bridge.url, ADMIN)
+        r = await admin.post(
+            "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
+        )
+        assert r.status == 201, r.body
+        r = await admin.post("/v1/accounts/acme/tokens")
+        api = admin.with_token(r.body["token"])
+        for agent, ext in (("ana", "1001"), ("ben", "1002"), ("cy", "1003")):
+            body = {"name": agent.title(), "phone": {"sip_uri": f"sip:{ext}@127.0.0.1"}}
+            r = await api.put(f"/v1/agents/{agent}", body)
+            assert r.status == 201, r.body
+        yield Rig(pbx, bridge, phones, api, http)
+
+
+# --- helpers: what a desktop and a person at a phone do ---------------------------------------
+
+
+async def session_until(
+    rig: Rig, sid: str, done: Callable[[dict[str, Any]], bool], within: float = 10.0
+) -> dict[str, Any]:
+    """Poll the session (as a desktop would) until `done` holds; fail showing the last view."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    body: dict[str, Any] = {}
+    while loop.time() < deadline:
+        r = await rig.api.get(f"/v1/sessions/{sid}")
+        assert r.status == 200, r.body
+        body = r.body
+        if done(body):
+            return body
+        await asyncio.sleep(0.05)
+    audit = (await rig.api.get(f"/v1/sessions/{sid}/audit")).body
+    async with rig.http.get(rig.bridge.url + "/metrics") as r:
+        metrics = [m for m in (await r.text()).splitlines() if "evidence" in m or "ami" in m]
+    raise AssertionError(
+        f"session {sid} never got there: {body}\naudit: {audit}\nmetrics: {metrics}"
+    )
+
+
+async def customer_reaches_agent(
+    rig: Rig, customer: str, agent_ext: str, agent: str, sid: str
+) -> tuple[str, str]:
+    """The customer calls, the agent answers, the desktop opens a session; refs of both legs."""
+    phones = rig.phones
+    since = len(phones.events)
+    call = await phones.call(customer, agent_ext)
+    ringing = await phones.wait_state(agent_ext, "INCOMING", since=since)
+    await phones.answer(agent_ext, ringing["ref"])
+    await phones.wait_state(customer, "CONFIRMED", ref=call["ref"], since=since)
+    body = {"id": sid, "agent_id": agent, "customer": {"number": customer}}
+    body["call"] = {"state": "connected"}
+    r = await rig.api.post("/v1/sessions", body)
+    assert r.status == 201, r.body
+    await session_until(rig, sid, lambda s: s["call"]["binding"] == "phone_and_number")
+    return call["ref"], ringing["ref"]
+
+
+async def click(rig: Rig, sid: str, *actions: str) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for action in actions:
+        r = await rig.api.post(f"/v1/sessions/{sid}/transfer", {"action": action})
+        assert r.status == 200, (action, r.body)
+        body = r.body
+    return body
+
+
+async def consult(rig: Rig, agent_ext: str, customer_ref: str, target: str) -> str:
+    """Hold the customer and call the other agent, who answers; the consult call's ref."""
+    phones = rig.phones
+    since = len(phones.events)
+    await phones.hold(agent_ext, customer_ref)
+    await phones.behaviour(target, "auto", delay_ms=200)
+    consult_call = await phones.call(agent_ext, target)
+    await phones.wait_state(agent_ext, "CONFIRMED", ref=consult_call["ref"], since=since)
+    return str(consult_call["ref"])
+
+
+async def audit(rig: Rig, sid: str) -> list[dict[str, Any]]:
+    r = await rig.api.get(f"/v1/sessions/{sid}/audit")
+    assert r.status == 200, r.body
+    return list(r.body["entries"])
+
+
+def phone_sources(entries: list[dict[str, Any]]) -> set[str]:
+    return {e["detail"]["source"] for e in entries if e["kind"] == "phone"}
+
+
+async def rules_after_transfer(rig: Rig, sid: str, agent: str) -> None:
+    """Seed rules 4-6: the session stays open, once only, the agent blocked until it ends."""
+    r = await rig.api.post(f"/v1/sessions/{sid}/transfer", {"action": "open"})
+    assert r.status == 409 and r.body["error"]["code"] == "already_transferred", r.body
+    r = await rig.api.get(f"/v1/agents/{agent}")
+    assert r.body["can_take_requests"] is False and sid in r.body["blocking_sessions"]
+    new = {"id": f"{sid}-next", "agent_id": agent, "customer": {"number": "3000"}}
+    r = await rig.api.post("/v1/sessions", new)
+    assert r.status == 409 and r.body["error"]["code"] == "agent_blocked", r.body
+    r = await rig.api.post(f"/v1/sessions/{sid}/end", {"result": "transferred to support"})
+    assert r.status == 200 and r.body["status"] == "ended", r.body
+    r = await rig.api.get(f"/v1/agents/{agent}")
+    assert r.body["can_take_requests"] is True, r.body
+
+
+async def still_free(rig: Rig, sid: str, agent: str) -> None:
+    """A failed or abandoned attempt uses nothing up: the agent may try again, is not blocked."""
+    r = await rig.api.get(f"/v1/agents/{agent}")
+    assert r.body["can_take_requests"] is True, r.body
+    r = await rig.api.get(f"/v1/sessions/{sid}")
+    assert "transfer.open" in r.body["actions"] or r.body["call"]["state"] == "ended", r.body
+
+
+def transferred(s: dict[str, Any]) -> bool:
+    return bool(s["transfer"]["state"] == "transferred")
+
+
+def failed(s: dict[str, Any]) -> bool:
+    return bool(s["transfer"]["state"] == "failed")
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sources", list(SOURCES.values()), ids=list(SOURCES))
+async def test_blind_transfer_answered(rig: Rig, sources: tuple[bool, bool]) -> None:
+    phones = rig.phones
+    await phones.behaviour("1002", "auto", delay_ms=300)
+    _, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-blind")
+    await click(rig, "s-blind", "open", "internal", "next")  # "dial on your phone", Next
+    await asyncio.sleep(1.0)  # a person, not a script: Asterisk needs its bridge set up
+    since = len(phones.events)
+    await phones.blind_transfer("1001", agent_ref, "1002")
+    final = await phones.wait_xfer_final("1001", agent_ref)
+    assert final["code"] == 200, final
+    await phones.wait_state("1002", "CONFIRMED", since=since)
+    s = await session_until(rig, "s-blind", transferred)
+    t = s["transfer"]
+    assert t["kind"] == "blind" and t["target"] == "1002", t
+    assert t["confirmed_by"] == "phone" and t["phone"]["refer"] == "succeeded", t
+    hep, ami = sources
+    expected = {name for name, on in (("pbx-hep", hep), ("pbx-ami", ami)) if on}
+    assert t["phone"]["proved_by"] in expected
+    entries = await audit(rig, "s-blind")
+    assert phone_sources(entries) == expected  # either source alone is enough
+    assert not [e for e in entries if e["event"] == "sources_disagree"]
+    if hep:
+        assert (
+            t["phone"]["last_sipfrag"] == "SIP/2.0 200 OK" or t["phone"]["proved_by"] != "pbx-hep"
+        )
+    assert s["status"] == "call_transferred" and "transfer.confirm" not in s["actions"]
+    await rules_after_transfer(rig, "s-blind", "ana")
+
+
+async def test_blind_transfer_to_a_busy_target(rig: Rig) -> None:
+    phones = rig.phones
+    await phones.behaviour("1002", "busy")
+    _, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-busy")
+    await click(rig, "s-busy", "open", "internal", "next")
+    await asyncio.sleep(1.0)
+    await phones.blind_transfer("1001", agent_ref, "1002")
+    final = await phones.wait_xfer_final("1001", agent_ref)
+    assert final["code"] >= 300, final
+    s = await session_until(rig, "s-busy", failed)
+    assert s["transfer"]["phone"]["refer"] == "failed", s
+    assert s["status"] == "active"
+    # the agent's "Yes" now contradicts the phone: kept as a conflict, the phone wins
+    r = await rig.api.post("/v1/sessions/s-busy/transfer", {"action": "confirm"})
+    assert r.status in (200, 409), r.body
+    await still_free(rig, "s-busy", "ana")
+
+
+async def test_attended_transfer(rig: Rig) -> None:
+    phones = rig.phones
+    customer_ref, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-att")
+    await click(rig, "s-att", "open", "internal")
+    consult_ref = await consult(rig, "1001", agent_ref, "1002")
+    s = await session_until(rig, "s-att", lambda s: s["transfer"]["phone"]["consult"] == "answered")
+    assert s["call"]["state"] == "on_hold", s
+    await click(rig, "s-att", "next")
+    await asyncio.sleep(0.5)
+    await phones.attended_transfer("1001", agent_ref, consult_ref)
+    final = await phones.wait_xfer_final("1001", agent_ref)
+    assert final["code"] == 200, final
+    s = await session_until(rig, "s-att", transferred)
+    t = s["transfer"]
+    assert t["kind"] == "attended" and t["target"] == "1002", t
+    assert t["confirmed_by"] == "phone", t
+    entries = await audit(rig, "s-att")
+    assert phone_sources(entries) == {"pbx-hep", "pbx-ami"}
+    assert not [e for e in entries if e["event"] == "sources_disagree"]
+    # the agent clicks Yes after the phone proved it: agreement, not a conflict
+    r = await rig.api.post("/v1/sessions/s-att/transfer", {"action": "confirm"})
+    assert r.status == 200 and r.body["transfer"]["conflict"] is None, r.body
+    assert r.body["transfer"]["confirmed_by"] == "phone_and_agent"
+    await rules_after_transfer(rig, "s-att", "ana")
+    assert customer_ref
+
+
+async def test_customer_hangs_up_during_the_consult(rig: Rig) -> None:
+    phones = rig.phones
+    customer_ref, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-hup")
+    await click(rig, "s-hup", "open", "internal")
+    await consult(rig, "1001", agent_ref, "1002")
+    await session_until(rig, "s-hup", lambda s: s["transfer"]["phone"]["consult"] == "answered")
+    await phones.hangup("2000", customer_ref)
+    s = await session_until(rig, "s-hup", lambda s: failed(s) and s["call"]["state"] == "ended")
+    assert s["status"] == "active"
+    entries = await audit(rig, "s-hup")
+    reasons = {e["detail"].get("reason") for e in entries if e["event"] == "transfer_failed"}
+    assert "customer_hung_up" in reasons, entries
+    r = await rig.api.get("/v1/agents/ana")
+    assert r.body["can_take_requests"] is True
+
+
+async def test_consult_abandoned_and_the_customer_resumed(rig: Rig) -> None:
+    phones = rig.phones
+    _, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-back")
+    await click(rig, "s-back", "open", "internal")
+    consult_ref = await consult(rig, "1001", agent_ref, "1002")
+    await session_until(rig, "s-back", lambda s: s["transfer"]["phone"]["consult"] == "answered")
+    await phones.hangup("1001", consult_ref)
+    await phones.unhold("1001", agent_ref)
+    s = await session_until(
+        rig,
+        "s-back",
+        lambda s: (
+            s["transfer"]["phone"]["consult"] == "ended" and s["call"]["state"] == "connected"
+        ),
+    )
+    assert s["transfer"]["phone"]["refer"] == "none", s
+    assert s["transfer"]["state"] == "dialing", s  # the desktop's own step is untouched
+    await click(rig, "s-back", "dismiss")  # the agent gives up the transfer on the desktop
+    await still_free(rig, "s-back", "ana")
+
+
+async def test_transfer_within_milliseconds_of_answering_is_refused(rig: Rig) -> None:
+    """A script's REFER 1 ms after its ACK races Asterisk's bridge set-up: BlindTransfer
+    Invalid on the AMI, NOTIFY 400 on the wire. The session shows a failed attempt, which
+    uses nothing up: the transfer stays available."""
+    phones = rig.phones
+    await phones.behaviour("1002", "auto", delay_ms=200)
+    since = len(phones.events)
+    await phones.call("2000", "1001")
+    ringing = await phones.wait_state("1001", "INCOMING", since=since)
+    r = await rig.api.post(
+        "/v1/sessions",
+        {"id": "s-race", "agent_id": "ana", "customer": {"number": "2000"}},
+    )
+    assert r.status == 201, r.body
+    await asyncio.sleep(0.3)  # ringing (answering at once sometimes wins the race)
+    await phones.answer_then_transfer("1001", ringing["ref"], "1002")
+    final = await phones.wait_xfer_final("1001", ringing["ref"])
+    assert final["code"] == 400, final
+    s = await session_until(rig, "s-race", failed)
+    assert s["transfer"]["phone"]["refer"] == "failed" and s["status"] == "active", s
+    entries = await audit(rig, "s-race")
+    reasons = {e["detail"].get("reason") for e in entries if e["event"] == "transfer_failed"}
+    assert reasons == {"pbx_blind_invalid", "notify_failure"}, entries
+    assert not [e for e in entries if e["event"] == "sources_disagree"], entries
+    await still_free(rig, "s-race", "ana")
+
+
+async def test_two_agents_transfer_at_the_same_time(rig: Rig) -> None:
+    phones = rig.phones
+    await phones.behaviour("1002", "auto", delay_ms=300)
+    _, ana_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-ana")
+    _, cy_ref = await customer_reaches_agent(rig, "2001", "1003", "cy", "s-cy")
+    await asyncio.sleep(1.0)
+    await asyncio.gather(
+        phones.blind_transfer("1001", ana_ref, "1002"),
+        phones.blind_transfer("1003", cy_ref, "1002"),
+    )
+    ana = await session_until(rig, "s-ana", transferred)
+    cy = await session_until(rig, "s-cy", transferred)
+    assert ana["call"]["sip_call_id"] != cy["call"]["sip_call_id"]
+    assert ana["customer"]["number"] == "2000" and cy["customer"]["number"] == "2001"
+    for sid, agent in (("s-ana", "ana"), ("s-cy", "cy")):
+        entries = await audit(rig, sid)
+        assert not [e for e in entries if e["event"] == "sources_disagree"]
+        # each session heard about its own call only
+        r = await rig.api.get(f"/v1/sessions/{sid}")
+        assert r.body["call"]["binding"] == "phone_and_number"
+        await rules_after_transfer(rig, sid, agent)
+
+
+@pytest.mark.parametrize("sources", list(SOURCES.values()), ids=list(SOURCES))
+async def test_bridge_restarted_during_the_consult_then_the_transfer_completes(
+    rig: Rig, sources: tuple[bool, bool]
+) -> None:
+    phones = rig.phones
+    _, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-restart")
+    await click(rig, "s-restart", "open", "internal")
+    consult_ref = await consult(rig, "1001", agent_ref, "1002")
+    await session_until(rig, "s-restart", lambda s: s["transfer"]["phone"]["consult"] == "answered")
+    assert await rig.bridge.stop() == 0
+    hep, ami = sources
+    await rig.bridge.start(sources=tuple(n for n, on in (("pbx-hep", hep), ("pbx-ami", ami)) if on))
+    s = await session_until(rig, "s-restart", lambda s: True)
+    assert s["transfer"]["state"] == "dialing" and s["transfer"]["phone"]["consult"] == "answered"
+    await click(rig, "s-restart", "next")
+    await phones.attended_transfer("1001", agent_ref, consult_ref)
+    final = await phones.wait_xfer_final("1001", agent_ref)
+    assert final["code"] == 200, final
+    s = await session_until(rig, "s-restart", transferred)
+    assert s["transfer"]["kind"] == "attended" and s["transfer"]["confirmed_by"] == "phone", s
+    hep, ami = sources
+    expected = {name for name, on in (("pbx-hep", hep), ("pbx-ami", ami)) if on}
+    entries = await audit(rig, "s-restart")
+    after_restart = [
+        e for e in entries if e["kind"] == "phone" and e["event"].startswith("transfer")
+    ]
+    # every source configured understood the transfer of a call it first saw before the restart
+    assert {e["detail"]["source"] for e in after_restart} == expected, entries
+    await rules_after_transfer(rig, "s-restart", "ana")
