@@ -25,8 +25,8 @@ back (at most until the call is answered or ends); a leg whose Call-ID never sho
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
+from bridge.ami.legs import AmiStats, Leg, listing_age, number, transfer_result, variable
 from bridge.ami.messages import AmiEvent
 from bridge.ami.phones import AmiPhones
 from bridge.evidence import (
@@ -45,49 +45,10 @@ from bridge.transfer_detector import rfc3339
 
 CALL_ID_VARIABLE = "SIPCALLID"
 STATE_RING = "4"  # ChannelState of a channel whose phone is placing the call
-UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown"})
 CONSULTING = frozenset({ConsultState.DIALING, ConsultState.RINGING, ConsultState.ANSWERED})
 RECENT_LEGS = 256  # hung-up legs kept a little for events that name them late
 LISTING = frozenset({"CoreShowChannel", "CoreShowChannelsComplete"})
 MAX_HELD = 10_000  # events held while a channel list is awaited
-
-
-@dataclass(slots=True)
-class Leg:
-    """One channel of a watched phone."""
-
-    uniqueid: str
-    channel: str
-    phone: str
-    role: str  # "customer", "consult" or "other" (a second incoming call: not ours)
-    placed: bool  # the phone placed this call
-    remote: str | None
-    customer_leg: str | None = None  # for a consult leg: the customer leg's Uniqueid
-    peer: str | None = None  # the other party's channel Uniqueid
-    sip_call_id: str | None = None
-    key: str | None = None  # the call id evidence is sent under, fixed at the first emission
-    up: bool = False
-    ended: bool = False
-    consult: ConsultState = ConsultState.NONE  # customer leg: its consult's progress
-    pending: list[tuple[Observation, str]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class AmiStats:
-    events: int = 0
-    tracked: int = 0  # events about a watched phone's channel
-    evidence: int = 0
-    legs: int = 0  # live legs now
-
-
-def _number(value: str | None) -> str | None:
-    if value is None or value.strip().lower() in UNKNOWN_NUMBERS:
-        return None
-    return value.strip()
-
-
-def _result(value: str | None) -> str:
-    return (value or "unknown").strip().lower().replace(" ", "_")
 
 
 class AmiCallTracker:
@@ -237,7 +198,7 @@ class AmiCallTracker:
         placed = event.get("ChannelState") == STATE_RING
         customer = self._live_customer(phone)
         role = "customer" if customer is None else "consult" if placed else "other"
-        remote = _number(event.get("Exten")) if placed else _number(event.get("ConnectedLineNum"))
+        remote = number(event.get("Exten")) if placed else number(event.get("ConnectedLineNum"))
         leg = Leg(uniqueid, channel, phone, role, placed, remote)
         self.legs[uniqueid] = leg
         self.stats.legs = len(self.legs)
@@ -266,7 +227,7 @@ class AmiCallTracker:
     def _connected_line(self, event: AmiEvent) -> None:
         leg = self._leg(event)
         if leg is not None and leg.remote is None:
-            leg.remote = _number(event.get("ConnectedLineNum"))
+            leg.remote = number(event.get("ConnectedLineNum"))
 
     def _dial_begin(self, event: AmiEvent) -> None:
         caller = self._leg(event)
@@ -274,7 +235,7 @@ class AmiCallTracker:
         if callee is not None:
             callee.peer = event.get("Uniqueid")
             if callee.remote is None:
-                callee.remote = _number(event.get("CallerIDNum"))
+                callee.remote = number(event.get("CallerIDNum"))
             if callee.role == "customer" and callee.peer:
                 self.peers[callee.peer] = callee.uniqueid
         if caller is not None:
@@ -317,8 +278,8 @@ class AmiCallTracker:
         leg = self._leg(event, "Transferer")
         if leg is None or leg.role != "customer":
             return
-        result = _result(event.get("Result"))
-        target = _number(event.get("Extension"))
+        result = transfer_result(event.get("Result"))
+        target = number(event.get("Extension"))
         self._emit(leg, TransferRequested(TransferKind.BLIND, target))
         if result == "success":
             self._emit(leg, TransferProgressed(ReferState.ACCEPTED))
@@ -337,8 +298,8 @@ class AmiCallTracker:
                 break
         if leg is None:
             return
-        result = _result(event.get("Result"))
-        target = _number(event.get("TransferTargetCallerIDNum"))
+        result = transfer_result(event.get("Result"))
+        target = number(event.get("TransferTargetCallerIDNum"))
         if target is None:
             consult = [c for c in self.legs.values() if c.customer_leg == leg.uniqueid]
             target = consult[0].remote if consult else None
@@ -401,15 +362,7 @@ class AmiCallTracker:
         """
         rows, self._listing = self._listing, []
 
-        def age(row: AmiEvent) -> tuple[int, int, str]:
-            # Uniqueid is "<epoch seconds>.<sequence>": "1795613972.10" is newer than ".9".
-            uniqueid = row.get("Uniqueid") or ""
-            epoch, _, seq = uniqueid.partition(".")
-            if epoch.isdigit() and seq.isdigit():
-                return (int(epoch), int(seq), uniqueid)
-            return (1 << 62, 0, uniqueid)
-
-        for row in sorted(rows, key=age):
+        for row in sorted(rows, key=listing_age):
             uniqueid = row.get("Uniqueid") or ""
             channel = row.get("Channel") or ""
             phone = self.phones.phone_of(channel)
@@ -419,9 +372,9 @@ class AmiCallTracker:
             customer = self._live_customer(phone)
             role = "customer" if customer is None else "consult" if placed else "other"
             up = row.get("ChannelStateDesc") == "Up"
-            leg = Leg(uniqueid, channel, phone, role, placed, _number(row.get("ConnectedLineNum")))
+            leg = Leg(uniqueid, channel, phone, role, placed, number(row.get("ConnectedLineNum")))
             leg.up = up
-            leg.sip_call_id = self._variable(row)
+            leg.sip_call_id = variable(row, self.call_id_variable)
             leg.key = leg.sip_call_id or f"ami:{uniqueid}"
             if role == "consult" and customer is not None:
                 leg.customer_leg = customer.uniqueid
@@ -431,15 +384,6 @@ class AmiCallTracker:
         released = self._release()
         self.stats.evidence -= len(released)  # counted by the replay already
         self._out.extend(released)
-
-    def _variable(self, row: AmiEvent) -> str | None:
-        if self.call_id_variable is None:
-            return None
-        wanted = self.call_id_variable + "="
-        for value in row.get_all("ChanVariable"):
-            if value.startswith(wanted) and value[len(wanted) :].strip():
-                return value[len(wanted) :].strip()
-        return None
 
     _HANDLERS = {
         "Newchannel": _newchannel,

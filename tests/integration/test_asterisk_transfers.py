@@ -284,31 +284,54 @@ async def test_consult_abandoned_and_the_customer_resumed(rig: Rig) -> None:
     await still_free(rig, "s-back", "ana")
 
 
+async def hang_up_everything(rig: Rig, *phones: str) -> None:
+    for phone in phones:
+        for ref, e in rig.phones.calls_of(phone).items():
+            if e.get("state") != "DISCONNECTED":
+                await rig.phones.hangup(phone, ref)
+
+
 async def test_transfer_within_milliseconds_of_answering_is_refused(rig: Rig) -> None:
-    """A script's REFER 1 ms after its ACK races Asterisk's bridge set-up: BlindTransfer
-    Invalid on the AMI, NOTIFY 400 on the wire. The session shows a failed attempt, which
-    uses nothing up: the transfer stays available."""
+    """A script's REFER 1 ms after its ACK races Asterisk's bridge set-up: Asterisk usually
+    refuses it (BlindTransfer Invalid on the AMI, NOTIFY 400 on the wire) but under load it
+    sometimes wins. Each try is a new session; whichever way the wire went, the session says
+    the same; a refused attempt is a failure that uses nothing up (the transfer stays
+    available). Up to four tries to see a refusal."""
     phones = rig.phones
     await phones.behaviour("1002", "auto", delay_ms=200)
-    since = len(phones.events)
-    await phones.call("2000", "1001")
-    ringing = await phones.wait_state("1001", "INCOMING", since=since)
-    r = await rig.api.post(
-        "/v1/sessions",
-        {"id": "s-race", "agent_id": "ana", "customer": {"number": "2000"}},
-    )
-    assert r.status == 201, r.body
-    await asyncio.sleep(0.3)  # ringing (answering at once sometimes wins the race)
-    await phones.answer_then_transfer("1001", ringing["ref"], "1002")
-    final = await phones.wait_xfer_final("1001", ringing["ref"])
-    assert final["code"] == 400, final
-    s = await session_until(rig, "s-race", failed)
-    assert s["transfer"]["phone"]["refer"] == "failed" and s["status"] == "active", s
-    entries = await audit(rig, "s-race")
-    reasons = {e["detail"].get("reason") for e in entries if e["event"] == "transfer_failed"}
-    assert reasons == {"pbx_blind_invalid", "notify_failure"}, entries
-    assert not [e for e in entries if e["event"] == "sources_disagree"], entries
-    await still_free(rig, "s-race", "ana")
+    refused = False
+    for attempt in range(4):
+        sid = f"s-race-{attempt}"
+        since = len(phones.events)
+        await phones.call("2000", "1001")
+        ringing = await phones.wait_state("1001", "INCOMING", since=since)
+        body = {"id": sid, "agent_id": "ana", "customer": {"number": "2000"}}
+        r = await rig.api.post("/v1/sessions", body)
+        assert r.status == 201, r.body
+        await asyncio.sleep(0.3)  # ringing (answering at once wins the race more often)
+        await phones.answer_then_transfer("1001", ringing["ref"], "1002")
+        final = await phones.wait_xfer_final("1001", ringing["ref"])
+        entries = await audit(rig, sid)
+        if final["code"] >= 300:
+            assert final["code"] == 400, final
+            s = await session_until(rig, sid, failed)
+            assert s["transfer"]["phone"]["refer"] == "failed" and s["status"] == "active", s
+            entries = await audit(rig, sid)
+            reasons = {
+                e["detail"].get("reason") for e in entries if e["event"] == "transfer_failed"
+            }
+            assert reasons == {"pbx_blind_invalid", "notify_failure"}, entries
+            assert not [e for e in entries if e["event"] == "sources_disagree"], entries
+            await still_free(rig, sid, "ana")
+            refused = True
+            break
+        # Asterisk won the race this time: the customer reached 1002, and the session says so.
+        await session_until(rig, sid, transferred)
+        assert not [e for e in entries if e["event"] == "sources_disagree"], entries
+        await rules_after_transfer(rig, sid, "ana")
+        await hang_up_everything(rig, "2000", "1002", "1001")
+        await asyncio.sleep(0.3)
+    assert refused, "Asterisk accepted an instant REFER four times in a row"
 
 
 async def test_two_agents_transfer_at_the_same_time(rig: Rig) -> None:

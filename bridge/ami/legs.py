@@ -1,0 +1,70 @@
+"""What the AMI call tracker keeps per channel of a watched phone, and small field helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.ami.messages import AmiEvent
+from bridge.evidence import Observation
+from bridge.model import ConsultState
+
+UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown"})
+
+
+@dataclass(slots=True)
+class Leg:
+    """One channel of a watched phone."""
+
+    uniqueid: str
+    channel: str
+    phone: str
+    role: str  # "customer", "consult" or "other" (a second incoming call: not ours)
+    placed: bool  # the phone placed this call
+    remote: str | None
+    customer_leg: str | None = None  # for a consult leg: the customer leg's Uniqueid
+    peer: str | None = None  # the other party's channel Uniqueid
+    sip_call_id: str | None = None
+    key: str | None = None  # the call id evidence is sent under, fixed at the first emission
+    up: bool = False
+    ended: bool = False
+    consult: ConsultState = ConsultState.NONE  # customer leg: its consult's progress
+    pending: list[tuple[Observation, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AmiStats:
+    events: int = 0
+    tracked: int = 0  # events about a watched phone's channel
+    evidence: int = 0
+    legs: int = 0  # live legs now
+
+
+def number(value: str | None) -> str | None:
+    if value is None or value.strip().lower() in UNKNOWN_NUMBERS:
+        return None
+    return value.strip()
+
+
+def transfer_result(value: str | None) -> str:
+    return (value or "unknown").strip().lower().replace(" ", "_")
+
+
+def listing_age(row: AmiEvent) -> tuple[int, int, str]:
+    """Sort key of a channel by age: Uniqueid is "<epoch seconds>.<sequence>", and
+    "1795613972.10" is newer than "1795613972.9" (not a decimal fraction)."""
+    uniqueid = row.get("Uniqueid") or ""
+    epoch, _, seq = uniqueid.partition(".")
+    if epoch.isdigit() and seq.isdigit():
+        return (int(epoch), int(seq), uniqueid)
+    return (1 << 62, 0, uniqueid)
+
+
+def variable(row: AmiEvent, name: str | None) -> str | None:
+    """A `ChanVariable: NAME=value` of an event, or None when absent or empty."""
+    if name is None:
+        return None
+    wanted = name + "="
+    for value in row.get_all("ChanVariable"):
+        if value.startswith(wanted) and value[len(wanted) :].strip():
+            return value[len(wanted) :].strip()
+    return None
