@@ -20,7 +20,7 @@ from playwright.async_api import Browser, expect
 
 from desktop_api.testing import running_bridge, settings_for
 from tests.browser.conftest import ADMIN, Desk, file_stem, make_desk
-from tests.integration.test_hep_transfers import HEP_KEY, BridgeAsCollector
+from tests.rig.bridge_collector import HEP_KEY, BridgeAsCollector
 from tests.rig.cases import AGENT, CUSTOMER, TARGET
 from tests.rig.rig import CaseRun, missing_binaries, rig_required, run_case
 

@@ -5,7 +5,6 @@ case checks the session through the HTTP API, as the agent's desktop would see i
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,43 +13,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from desktop_api.keys import SOURCES
 from desktop_api.testing import ApiClient, RunningBridge, running_bridge, settings_for
+from tests.rig.bridge_collector import HEP_KEY, BridgeAsCollector
 from tests.rig.cases import AGENT, CUSTOMER, TARGET
 from tests.rig.rig import missing_binaries, rig_required, run_case
 
 pytestmark = pytest.mark.kamailio
-HEP_KEY = "rig-hep-secret"
 ADMIN = "admin-secret"
 
 if missing_binaries() and not rig_required():  # pragma: no cover - developer machines only
     pytest.skip(f"rig not installed: {missing_binaries()}", allow_module_level=True)
-
-
-class BridgeAsCollector:
-    """Lets the rig point Kamailio's HEP straight at the bridge's listener."""
-
-    def __init__(self, bridge: RunningBridge) -> None:
-        self.listener = bridge.app[SOURCES][0].listener
-        self.port = self.listener.address[1]
-        self.packets: list[Any] = []
-
-    def clear(self) -> None:
-        """Nothing to clear: the bridge keeps counters, not packets."""
-
-    async def settle(self, quiet: float, time_limit: float) -> list[Any]:
-        """Wait until no datagram arrived for `quiet` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + time_limit
-        last, since = -1, loop.time()
-        while loop.time() < deadline:
-            seen = self.listener.stats.received
-            if seen != last:
-                last, since = seen, loop.time()
-            elif loop.time() - since >= quiet:
-                break
-            await asyncio.sleep(0.05)
-        return self.packets
 
 
 @pytest.fixture
