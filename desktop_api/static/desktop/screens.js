@@ -117,10 +117,21 @@ const REASONS = {
   notify_failure: "the other agent's phone did not take the call",
   refer_rejected: "the customer's phone refused the transfer",
   customer_hung_up: "the customer hung up",
+  pbx_target_answered: "the other agent answered the customer (PBX)",
+  pbx_attended_transfer: "the PBX connected the customer to the other agent",
+  pbx_dial_busy: "the other agent was busy (PBX)",
+  pbx_dial_noanswer: "the other agent did not answer (PBX)",
+  pbx_blind_invalid: "the PBX refused the transfer",
+  pbx_blind_fail: "the PBX could not transfer the call",
 };
 
 // One audit entry from the phone, in words; null for what the agent need not see.
 export function phoneEntry(entry) {
+  if (entry.kind === "system" && entry.event === "sources_disagree") {
+    const d = entry.detail ?? {};
+    return `Sources disagree: ${d.other_source} reported a failure, ` +
+      `${d.kept_source} proved the transfer succeeded (kept)`;
+  }
   if (entry.kind !== "phone" || entry.detail?.ignored) return null;
   const d = entry.detail ?? {};
   const to = d.target ? ` ${d.target}` : "";
