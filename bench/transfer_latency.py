@@ -47,6 +47,19 @@ def epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339).timestamp()
 
 
+def loop_lag(metrics: str) -> dict[str, float]:
+    """The bridge's own event-loop lag figures from its /metrics text."""
+    values = {}
+    for line in metrics.splitlines():
+        if line.startswith("transfer_bridge_event_loop_lag"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    count = values["transfer_bridge_event_loop_lag_seconds_count"]
+    within = values['transfer_bridge_event_loop_lag_seconds_bucket{le="0.01"}']
+    worst = values["transfer_bridge_event_loop_lag_worst_seconds"]
+    return {"worst": worst, "count": count, "over_10ms": count - within}
+
+
 async def one_transfer(api: ApiClient, phones: Phones, n: int, proof_source: str) -> dict[str, Any]:
     sid = f"lat-{n}"
     since = len(phones.events)
@@ -123,6 +136,8 @@ async def run(transfers: int, sources: str) -> None:
                 rows.append(row)
                 ms, first = row["latency_ms"], row["proved_by"]
                 print(f"  transfer {n + 1:3d}: {ms:7.1f} ms  (first proof: {first})")
+            async with http.get(bridge.url + "/metrics") as r:
+                lag = loop_lag(await r.text())
     lat = sorted(r["latency_ms"] for r in rows)
     firsts: dict[str, int] = {}
     for r in rows:
@@ -136,6 +151,10 @@ async def run(transfers: int, sources: str) -> None:
         f"| {statistics.median(lat):.1f} ms | {p90:.1f} ms | {lat[-1]:.1f} ms | {lat[0]:.1f} ms |"
     )
     print(f"first proof by source: {firsts}")
+    print(
+        f"bridge event-loop lag over the run: worst {lag['worst'] * 1000:.1f} ms; "
+        f"{lag['over_10ms']:.0f} of {lag['count']:.0f} samples later than 10 ms"
+    )
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import gc
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from desktop_api.config import Settings
 from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE, SETTINGS, SOURCES
+from desktop_api.loop_lag import LoopLag
 from desktop_api.metrics import Metrics
 from desktop_api.middleware import AUTH_CACHE, api_middleware
 from desktop_api.routes import accounts, agents, desktop, devices, events, sessions, system
@@ -41,11 +44,17 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     # What start-up loaded lives as long as the process: keep the cyclic GC from re-scanning it.
     gc.freeze()
     log.info("bridge_started", listen=f"{settings.host}:{settings.port}")
+    lag = LoopLag()
+    app[METRICS].registry.register(lag)
+    lag_task = asyncio.create_task(lag.run(), name="loop-lag")
     async with running_sources(
         service, settings.sources, app[HEALTH], app[METRICS].registry
     ) as sources:
         app[SOURCES] = sources
         yield
+    lag_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await lag_task
     await service.close()
     log.info("bridge_stopped")
 
