@@ -26,7 +26,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from bridge.ami.legs import AmiStats, Leg, listing_age, number, transfer_result, variable
+from bridge.ami.legs import (
+    AmiStats,
+    Leg,
+    event_time,
+    listing_age,
+    number,
+    transfer_result,
+    variable,
+)
 from bridge.ami.messages import AmiEvent
 from bridge.ami.phones import AmiPhones
 from bridge.evidence import (
@@ -114,11 +122,7 @@ class AmiCallTracker:
         self.stats.events += 1
         if handler is None:
             return []
-        stamp = event.get("Timestamp")
-        try:
-            self._at = rfc3339(float(stamp) if stamp else received_at)
-        except ValueError:
-            self._at = rfc3339(received_at)
+        self._at = rfc3339(event_time(event.get("Timestamp"), received_at))
         outer, self._out = self._out, []  # re-entrant: a completed resync replays held events
         self._learn_call_ids(event)
         handler(self, event)

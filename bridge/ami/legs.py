@@ -49,6 +49,16 @@ def transfer_result(value: str | None) -> str:
     return (value or "unknown").strip().lower().replace(" ", "_")
 
 
+def event_time(stamp: str | None, received_at: float) -> float:
+    """Asterisk's `Timestamp:` (seconds since the epoch, `timestampevents = yes`) when it is a
+    sane time, else when the bridge received the event."""
+    try:
+        value = float(stamp) if stamp else received_at
+    except ValueError:
+        return received_at
+    return value if 0 <= value < 2**32 else received_at
+
+
 def listing_age(row: AmiEvent) -> tuple[int, int, str]:
     """Sort key of a channel by age: Uniqueid is "<epoch seconds>.<sequence>", and
     "1795613972.10" is newer than "1795613972.9" (not a decimal fraction)."""

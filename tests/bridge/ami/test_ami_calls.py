@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.ami import NEED_DATA, AmiEvent, AmiParser
 from bridge.ami.calls import AmiCallTracker
@@ -303,3 +305,81 @@ def test_hep_and_ami_agree_on_one_outcome(case: str, state: TransferState, ami_f
     assert {e.detail["source"] for e in finals} == {"ami", "hep"}
     assert [e.detail.get("ignored") is None for e in finals].count(True) == 1
     assert session.transfer.phone.proved_by == ("ami" if ami_first else "hep")
+
+
+# --- whatever the PBX sends, the tracker never raises ------------------------------------------
+
+HANDLED = (
+    "Newchannel",
+    "VarSet",
+    "Newstate",
+    "NewConnectedLine",
+    "DialBegin",
+    "DialState",
+    "DialEnd",
+    "Hold",
+    "Unhold",
+    "BlindTransfer",
+    "AttendedTransfer",
+    "Hangup",
+    "HangupRequest",
+    "CoreShowChannel",
+    "CoreShowChannelsComplete",
+)
+KEYS = (
+    "Channel",
+    "Uniqueid",
+    "DestUniqueid",
+    "DestChannel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "Exten",
+    "ConnectedLineNum",
+    "CallerIDNum",
+    "DialStatus",
+    "Result",
+    "TransfererUniqueid",
+    "TransfereeUniqueid",
+    "OrigTransfererUniqueid",
+    "SecondTransfererUniqueid",
+    "Extension",
+    "Variable",
+    "Value",
+    "ChanVariable",
+    "Timestamp",
+    "Application",
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(HANDLED),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(KEYS),
+                    st.one_of(
+                        st.sampled_from(
+                            ["PJSIP/1001-00000001", "PJSIP/1001-00000002", "1.1", "1.2", "4"]
+                        ),
+                        st.sampled_from(["Up", "Ringing", "ANSWER", "BUSY", "Success", "Dial"]),
+                        st.sampled_from(["SIPCALLID=x", "SIPCALLID=", "nan", "inf", "1e400"]),
+                        st.text(max_size=12),
+                    ),
+                ),
+                max_size=8,
+            ),
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_any_sequence_of_events_is_taken_without_an_error(
+    events: list[tuple[str, list[tuple[str, str]]]], resync: bool
+) -> None:
+    tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))
+    tracker.reset(resync=resync)
+    for name, fields in events:
+        out = tracker.feed(AmiEvent(name, (("Event", name), *fields)), 1.0)
+        assert all(e.phone == uri("1001") for e in out)
+    tracker.resync_failed()
