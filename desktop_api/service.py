@@ -496,7 +496,7 @@ class BridgeService:
         calls = self._phone_calls.setdefault(pkey, PhoneCalls())
         if event.call_id is not None:
             state = obs.state if isinstance(obs, CallStateChanged) else None
-            calls.update(event.call_id, event.remote, state)
+            calls.update(event.call_id, event.remote, state, source)
         async with self._lock(agent_key):
             now = self.clock()
             sessions = list(self._open_by_agent.get(agent_key, {}).values())

@@ -104,3 +104,68 @@ def test_ended_calls_are_forgotten_so_memory_stays_bounded() -> None:
     assert calls.calls == {}
     calls.update("c-2", "+34900000001", CallState.ENDED)  # never seen live: not kept
     assert calls.calls == {}
+
+
+class TestSeveralSources:
+    """HEP/AMI name a call by its SIP Call-ID, a dialog-state source by a key of its own: the
+    same real call is then reported twice, once per source, and must not look ambiguous."""
+
+    def session(self, sid: str = "s-1", number: str = "2000") -> Session:
+        return Session("acme", sid, "a-7", Customer(number), NOW, call=Call(CallState.CONNECTED))
+
+    def bound(self, sid: str = "s-1", call_id: str = "sip-1", number: str = "2000") -> Session:
+        call = Call(CallState.CONNECTED, sip_call_id=call_id, binding=Binding.PHONE_AND_NUMBER)
+        return Session("acme", sid, "a-7", Customer(number), NOW, call=call)
+
+    def test_one_call_per_source_binds(self) -> None:
+        calls = PhoneCalls()
+        calls.update("dialog:1001:1", "2000", CallState.CONNECTED, "blf")
+        calls.update("sip-1", "2000", CallState.CONNECTED, "hep")
+        target, changes = route([self.session()], calls, "sip-1")
+        assert [(c.binding, c.call_id) for c in changes] == [
+            (Binding.PHONE_AND_NUMBER, "dialog:1001:1")
+        ]
+        assert target is None  # bound to the first name; this event is routed on the next call
+
+    def test_two_calls_from_one_source_are_ambiguous(self) -> None:
+        calls = PhoneCalls()
+        calls.update("sip-1", "2000", CallState.CONNECTED, "hep")
+        calls.update("sip-2", "2000", CallState.RINGING, "hep")
+        calls.update("dialog:1001:1", "2000", CallState.CONNECTED, "blf")
+        _, changes = route([self.session()], calls, "sip-2")
+        assert [c.binding for c in changes] == [Binding.AMBIGUOUS]
+
+    def test_another_sources_name_for_the_bound_call_reaches_the_session(self) -> None:
+        calls = PhoneCalls()
+        calls.update("sip-1", "2000", CallState.CONNECTED, "hep")
+        calls.update("dialog:1001:1", "2000", CallState.CONNECTED, "blf")
+        session = self.bound()
+        assert route([session], calls, "dialog:1001:1") == (session, [])
+        # ... also once that source has seen the call end (evidence may follow the end)
+        calls.update("dialog:1001:1", None, CallState.ENDED, "blf")
+        assert route([session], calls, "dialog:1001:1") == (session, [])
+
+    def test_not_when_the_source_has_two_calls_with_that_number(self) -> None:
+        calls = PhoneCalls()
+        calls.update("sip-1", "2000", CallState.CONNECTED, "hep")
+        calls.update("dialog:1001:1", "2000", CallState.CONNECTED, "blf")
+        calls.update("dialog:1001:2", "2000", CallState.RINGING, "blf")
+        assert route([self.bound()], calls, "dialog:1001:1") == (None, [])
+
+    def test_not_when_two_bound_sessions_have_that_number(self) -> None:
+        calls = PhoneCalls()
+        calls.update("dialog:1001:1", "2000", CallState.CONNECTED, "blf")
+        sessions = [self.bound("s-1", "sip-1"), self.bound("s-2", "sip-2")]
+        assert route(sessions, calls, "dialog:1001:1") == (None, [])
+
+    def test_a_call_of_another_customer_is_not_taken(self) -> None:
+        calls = PhoneCalls()
+        calls.update("dialog:1001:1", "2999", CallState.CONNECTED, "blf")
+        assert route([self.bound()], calls, "dialog:1001:1") == (None, [])
+
+    def test_recent_calls_are_bounded(self) -> None:
+        calls = PhoneCalls()
+        for n in range(500):
+            calls.update(f"c-{n}", "2000", CallState.CONNECTED, "hep")
+            calls.update(f"c-{n}", None, CallState.ENDED, "hep")
+        assert calls.calls == {} and len(calls.recent) == 64
