@@ -33,6 +33,16 @@ SOURCE_KINDS: dict[str, dict[str, type]] = {
         "name": str,
         "call_id_variable": str,
     },
+    "dialog": {
+        "name": str,
+        "pbx": str,
+        "listen": str,
+        "username": str,
+        "password": str,
+        "domain": str,
+        "expires": int,
+        "extensions": list,
+    },
 }
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -188,7 +198,9 @@ def _deskphones(values: dict[str, Any]) -> DeskphoneSettings:
 
 def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
     if not isinstance(raw, dict):
-        raise ConfigError("[sources] must hold [[sources.hep]] / [[sources.ami]] tables")
+        raise ConfigError(
+            "[sources] must hold [[sources.hep]] / [[sources.ami]] / [[sources.dialog]] tables"
+        )
     out: dict[str, list[dict[str, Any]]] = {}
     for kind, entries in raw.items():
         if kind not in SOURCE_KINDS:
@@ -212,6 +224,8 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
                 raise ConfigError(f"sources.ami[{i}].{key}: required, one line of text")
         if not 0 < entry.get("port", 5038) < 65536:
             raise ConfigError(f"sources.ami[{i}].port: expected 1-65535")
+    for i, entry in enumerate(out.get("dialog", [])):
+        _dialog_entry(i, entry)
     names = [
         e.get("name", f"{kind}-{i}") for kind, entries in out.items() for i, e in enumerate(entries)
     ]
@@ -219,3 +233,23 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
         if names.count(name) > 1:
             raise ConfigError(f"sources: the name {name!r} is used twice (names must be unique)")
     return out
+
+
+def _dialog_entry(i: int, entry: dict[str, Any]) -> None:
+    """`[[sources.dialog]]`: SUBSCRIBE Event: dialog to the PBX (see docs/dialog-source.md)."""
+    key = f"sources.dialog[{i}]"
+    for name in ("username", "password"):
+        value = entry.get(name, "")
+        if not value or any(c in value for c in '\r\n\x00"\\'):
+            raise ConfigError(f"{key}.{name}: required, one line of text without quotes")
+    parse_listen(entry.get("pbx", ""), f"{key}.pbx")
+    parse_listen(entry.get("listen", "0.0.0.0:0"), f"{key}.listen")
+    if not 60 <= entry.get("expires", 600) <= 86400:
+        raise ConfigError(f"{key}.expires: expected 60-86400 seconds")
+    domain = entry.get("domain", "")
+    if any(c in domain for c in ' <>@;\r\n"\\'):
+        raise ConfigError(f"{key}.domain: expected a host name (and port)")
+    extensions = entry.get("extensions", [])
+    for ext in extensions:
+        if not isinstance(ext, str) or not ext or any(c in ext for c in ' <>@;:\r\n"\\'):
+            raise ConfigError(f'{key}.extensions: expected a list of extensions like "1001"')

@@ -25,6 +25,7 @@ from bridge.evidence import PhoneEvent
 from bridge.phone_directory import PhoneDirectory
 from bridge.transfer_detector import SipTracker, rfc3339
 from desktop_api.config import parse_listen
+from desktop_api.dialog_source import DialogMetrics, dialog_source, sync_dialog_phones
 from desktop_api.service import BridgeService
 from phone_drivers.ami import AmiClient
 from phone_drivers.hep import HepListener
@@ -273,15 +274,24 @@ async def running_sources(
     ami_sources = [_ami_source(i, entry, pump) for i, entry in enumerate(config.get("ami", []))]
     for ami in ami_sources:
         health[ami.name] = ami.health
+    dialogs = [dialog_source(i, e, pump.put) for i, e in enumerate(config.get("dialog", []))]
+    for dialog in dialogs:
+        health[dialog.name] = dialog.health
     directories = [s.tracker.directory for s in sources]
     tables = [a.phones for a in ami_sources]
     _sync_phones(service, directories, tables)
     service.on_agents_changed.append(lambda: _sync_phones(service, directories, tables))
+    sync_dialog_phones(service, dialogs)
+    service.on_agents_changed.append(lambda: sync_dialog_phones(service, dialogs))
     collector = SourceMetrics(sources, pump, ami_sources)
     registry.register(collector)
+    dialog_metrics = DialogMetrics(dialogs)
+    registry.register(dialog_metrics)
     tasks = [asyncio.create_task(pump.run(), name="evidence-pump")]
     for ami in ami_sources:
         ami.client.start()
+    for dialog in dialogs:
+        await dialog.client.start()
     if sources:
         tasks.append(asyncio.create_task(_expire(sources), name="sip-expiry"))
     service.evidence_pump = pump
@@ -292,6 +302,8 @@ async def running_sources(
             s.listener.close()
         for ami in ami_sources:
             await ami.client.close()
+        for dialog in dialogs:
+            await dialog.client.close()
         await pump.drain()
         for task in tasks:
             task.cancel()
@@ -299,3 +311,4 @@ async def running_sources(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         registry.unregister(collector)
+        registry.unregister(dialog_metrics)

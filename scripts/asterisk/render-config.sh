@@ -6,6 +6,9 @@
 #   HEP_PORT                                 HEP capture port on 127.0.0.1 (default 9060)
 #   HEP_PASSWORD                             HEP capture password (required)
 #   AMI_SECRET                               AMI password of user "bridge" (required)
+#   WATCHER_PASSWORD                         SIP digest password of endpoint "watcher", the
+#                                            bridge's dialog-state (SUBSCRIBE) source (default:
+#                                            random, i.e. nobody can subscribe until it is set)
 # Fails (and names it) if a placeholder is left unfilled. Only *.conf files are copied.
 # Usage: AMI_SECRET=... HEP_PASSWORD=... bash scripts/asterisk/render-config.sh DST [SRC]
 set -euo pipefail
@@ -18,7 +21,10 @@ src="${2:-$(cd "$(dirname "$0")/../.." && pwd)/docker/asterisk}"
 : "${HEP_PORT:=9060}"
 [ -n "${AMI_SECRET:-}" ] || fail "set AMI_SECRET"
 [ -n "${HEP_PASSWORD:-}" ] || fail "set HEP_PASSWORD"
+[ -n "${WATCHER_PASSWORD:-}" ] || WATCHER_PASSWORD="unset-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+case "$WATCHER_PASSWORD" in *[!A-Za-z0-9._~+=-]*) fail "WATCHER_PASSWORD: use letters, digits and ._~+=- only" ;; esac
 export PORT_1001 PORT_1002 PORT_1003 PORT_2000 PORT_2001 HEP_PORT HEP_PASSWORD AMI_SECRET
+export WATCHER_PASSWORD
 mkdir -p "$dst"
 for f in "$src"/*.conf; do
     out="$dst/$(basename "$f")"

@@ -22,6 +22,7 @@ from desktop_api.testing import ApiClient
 from tests.rig.asterisk import RunningAsterisk
 
 ADMIN = "e2e-admin-token"
+HEALTHY = ("listening", "connected", "subscribed")
 
 
 def free_tcp_port() -> int:
@@ -30,8 +31,11 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bridge_config(pbx: RunningAsterisk, port: int, *, hep: bool = True, ami: bool = True) -> str:
-    """The TOML a PBX admin would write: HEP from Asterisk's res_hep, and its AMI."""
+def bridge_config(
+    pbx: RunningAsterisk, port: int, *, hep: bool = True, ami: bool = True, dialog: bool = False
+) -> str:
+    """The TOML a PBX admin would write: HEP from Asterisk's res_hep, its AMI, and its hints'
+    dialog state (SUBSCRIBE as the `watcher` endpoint)."""
     parts = [
         f'[http]\nlisten = "127.0.0.1:{port}"\n',
         '[store]\nurl = "sqlite:///var/bridge.db"\n',
@@ -53,6 +57,16 @@ def bridge_config(pbx: RunningAsterisk, port: int, *, hep: bool = True, ami: boo
             f"port = {pbx.ami[1]}\n"
             f'username = "{pbx.ami_username}"\n'
             f'secret = "{pbx.ami_secret}"\n'
+        )
+    if dialog:
+        parts.append(
+            "[[sources.dialog]]\n"
+            'name = "pbx-dialog"\n'
+            f'pbx = "{pbx.sip[0]}:{pbx.sip[1]}"\n'
+            'listen = "127.0.0.1:0"\n'
+            f'username = "{pbx.watcher_username}"\n'
+            f'password = "{pbx.watcher_password}"\n'
+            'domain = "127.0.0.1"\n'
         )
     return "\n".join(parts)
 
@@ -111,7 +125,7 @@ class BridgeProcess:
                     async with http.get(self.url + "/healthz") as r:
                         health = await r.json()
                         states = {n: s.get("status") for n, s in health["sources"].items()}
-                        if all(states.get(n) in ("listening", "connected") for n in sources):
+                        if all(states.get(n) in HEALTHY for n in sources):
                             return health
                 if loop.time() > deadline:
                     raise RuntimeError(f"bridge not healthy: {health}\n{self.log_text()[-3000:]}")
@@ -132,11 +146,13 @@ class BridgeProcess:
 
 @contextlib.asynccontextmanager
 async def running_bridge_process(
-    workdir: Path, pbx: RunningAsterisk, *, hep: bool = True, ami: bool = True
+    workdir: Path, pbx: RunningAsterisk, *, hep: bool = True, ami: bool = True, dialog: bool = False
 ) -> AsyncIterator[BridgeProcess]:
     port = free_tcp_port()
-    bridge = BridgeProcess(workdir, bridge_config(pbx, port, hep=hep, ami=ami), port)
-    sources = tuple(n for n, on in (("pbx-hep", hep), ("pbx-ami", ami)) if on)
+    config = bridge_config(pbx, port, hep=hep, ami=ami, dialog=dialog)
+    bridge = BridgeProcess(workdir, config, port)
+    named = (("pbx-hep", hep), ("pbx-ami", ami), ("pbx-dialog", dialog))
+    sources = tuple(n for n, on in named if on)
     await bridge.start(sources=sources)
     try:
         yield bridge

@@ -235,6 +235,30 @@ async def test_blind_transfer_to_a_busy_target(rig: Rig) -> None:
     await still_free(rig, "s-busy", "ana")
 
 
+async def test_blind_transfer_declined_by_the_ringing_target(rig: Rig) -> None:
+    """The target rings, then declines (603): HEP and AMI both show the failure."""
+    phones = rig.phones
+    await phones.behaviour("1002", "manual")
+    _, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-decl")
+    await click(rig, "s-decl", "open", "internal", "next")
+    await asyncio.sleep(1.0)
+    since = len(phones.events)
+    await phones.blind_transfer("1001", agent_ref, "1002")
+    ringing = await phones.wait_state("1002", "INCOMING", since=since)
+    await asyncio.sleep(0.5)
+    await phones.answer("1002", ringing["ref"], code=603)
+    final = await phones.wait_xfer_final("1001", agent_ref)
+    assert final["code"] >= 300, final
+    s = await session_until(rig, "s-decl", failed)
+    assert s["transfer"]["phone"]["refer"] == "failed", s
+    entries = await audit(rig, "s-decl")
+    failures = {e["detail"]["source"] for e in entries if e["event"] == "transfer_failed"}
+    assert failures == {"pbx-hep", "pbx-ami"}, entries
+    assert not [e for e in entries if e["event"] == "sources_disagree"], entries
+    r = await rig.api.get("/v1/agents/ana")
+    assert r.body["can_take_requests"] is True, r.body
+
+
 async def test_attended_transfer(rig: Rig) -> None:
     phones = rig.phones
     customer_ref, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", "s-att")

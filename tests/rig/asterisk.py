@@ -5,6 +5,7 @@
     async with running_asterisk(settings, workdir) as pbx:
         pbx.sip              # ("127.0.0.1", 5070): where phones send SIP
         pbx.ami              # ("127.0.0.1", 5038), pbx.ami_username / pbx.ami_secret
+        pbx.watcher_username / pbx.watcher_password   # SIP digest login allowed to SUBSCRIBE
         pbx.hep_port         # where Asterisk sends HEPv3 (the bridge or a collector binds it)
         pbx.phone_ports      # {"1001": port, "1002": ..., "1003": ..., "2000": ...}
         print(await pbx.acli("core show channels"))
@@ -39,6 +40,7 @@ LOCK_PATH = Path("/tmp/transfer-bridge-asterisk.lock")
 SIP_PORT = 5070
 AMI_PORT = 5038
 AMI_USERNAME = "bridge"
+WATCHER_USERNAME = "watcher"  # pjsip.conf: the endpoint allowed to SUBSCRIBE (dialog state)
 PHONES = ("1001", "1002", "1003", "2000", "2001")
 _HELD = False  # whether this process holds LOCK_PATH (see asterisk_lock)
 
@@ -56,6 +58,7 @@ class AsteriskSettings:
     hep_port: int
     hep_password: str
     ami_secret: str
+    watcher_password: str = ""
     lock_timeout: float = 180.0
     start_timeout: float = 60.0
     build_timeout: float = 600.0
@@ -70,6 +73,7 @@ class AsteriskSettings:
             "hep_port": ports[-1],
             "hep_password": "hep-" + secrets.token_hex(8),
             "ami_secret": "ami-" + secrets.token_hex(8),
+            "watcher_password": "watch-" + secrets.token_hex(8),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -81,6 +85,8 @@ class AsteriskSettings:
             HEP_PASSWORD=self.hep_password,
             AMI_SECRET=self.ami_secret,
         )
+        if self.watcher_password:
+            env["WATCHER_PASSWORD"] = self.watcher_password
         return env
 
 
@@ -100,6 +106,15 @@ class RunningAsterisk:
     @property
     def ami_secret(self) -> str:
         return self.settings.ami_secret
+
+    @property
+    def watcher_username(self) -> str:
+        """The SIP digest user of endpoint ``watcher`` (allowed to SUBSCRIBE to the hints)."""
+        return WATCHER_USERNAME
+
+    @property
+    def watcher_password(self) -> str:
+        return self.settings.watcher_password
 
     @property
     def hep_port(self) -> int:

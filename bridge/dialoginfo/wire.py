@@ -1,0 +1,39 @@
+"""Small SIP helpers of the subscription: addresses, header values, responses to requests."""
+
+from __future__ import annotations
+
+from bridge.sip import SipMessage
+
+__all__ = ["expires_of", "hostport", "response", "retry_after_of"]
+
+
+def hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def expires_of(message: SipMessage) -> int | None:
+    value = message.header("expires")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def retry_after_of(message: SipMessage) -> float | None:
+    value = message.header("retry-after")
+    if value is None:
+        return None
+    word = value.partition(";")[0].partition("(")[0].strip()
+    return float(word) if word.isdigit() else None
+
+
+def response(request: SipMessage, code: int, reason: str) -> bytes:
+    """A response to `request`, echoing Via, From, To, Call-ID and CSeq (RFC 3261 8.2.6)."""
+    lines = [f"SIP/2.0 {code} {reason}"]
+    lines += [f"Via: {via}" for via in request.raw_headers("via")]
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request.header(name)
+        if value is not None:
+            lines.append(f"{name}: {value}")
+    lines += ["Content-Length: 0", "", ""]
+    return "\r\n".join(lines).encode()
