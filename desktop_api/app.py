@@ -35,6 +35,23 @@ def load_openapi() -> dict[str, Any]:
     return document
 
 
+PRUNE_EVERY = 600.0  # seconds between change-feed retention runs
+
+
+async def _prune_changes(service: BridgeService, keep: int) -> None:
+    """Keep the change feed (SSE resume) to the newest `keep` entries, every few minutes.
+
+    The audit trail and the sessions are never pruned; a desktop resuming from a cursor older
+    than what is kept gets the current state of the open sessions instead (routes/events.py).
+    """
+    while True:
+        try:
+            await service.prune_changes(keep)
+        except Exception:
+            log.exception("change_feed_prune_failed")
+        await asyncio.sleep(PRUNE_EVERY)
+
+
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = open_store(settings.store_url)
@@ -47,14 +64,16 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     lag = LoopLag()
     app[METRICS].registry.register(lag)
     lag_task = asyncio.create_task(lag.run(), name="loop-lag")
+    prune_task = asyncio.create_task(_prune_changes(service, settings.keep_changes))
     async with running_sources(
         service, settings.sources, app[HEALTH], app[METRICS].registry
     ) as sources:
         app[SOURCES] = sources
         yield
-    lag_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await lag_task
+    for task in (lag_task, prune_task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await service.close()
     log.info("bridge_stopped")
 

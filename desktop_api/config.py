@@ -12,7 +12,7 @@ from typing import Any
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {"listen": "127.0.0.1:8080", "max_body_bytes": 65536},
-    "store": {"url": "sqlite:///var/transfer-bridge.db"},
+    "store": {"url": "sqlite:///var/transfer-bridge.db", "keep_changes": 1_000_000},
     "auth": {"admin_token": ""},
     "log": {"format": "json", "level": "info"},
     "deskphones": {
@@ -73,6 +73,7 @@ class Settings:
     port: int = 8080
     max_body_bytes: int = 65536
     store_url: str = "sqlite:///var/transfer-bridge.db"
+    keep_changes: int = 1_000_000  # change-feed entries kept for SSE resume
     admin_token: str = ""
     log_format: str = "json"
     log_level: str = "info"
@@ -162,12 +163,15 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         raise ConfigError(f"store.url: only sqlite:///PATH is supported so far, got {url!r}")
     if merged["http"]["max_body_bytes"] < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    if merged["store"]["keep_changes"] < 1000:
+        raise ConfigError("store.keep_changes: must be at least 1000")
     deskphones = _deskphones(merged["deskphones"])
     return Settings(
         host=host,
         port=port,
         max_body_bytes=merged["http"]["max_body_bytes"],
         store_url=url,
+        keep_changes=merged["store"]["keep_changes"],
         admin_token=merged["auth"]["admin_token"],
         log_format=merged["log"]["format"],
         log_level=merged["log"]["level"],

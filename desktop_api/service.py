@@ -469,6 +469,17 @@ class BridgeService:
         """The change feed after a cursor, from the store."""
         return await self._db(self.store.changes_after, account_id, seq, limit)
 
+    async def first_change_seq(self) -> int:
+        """The oldest cursor the change feed can still replay from (0: empty)."""
+        return await self._db(self.store.first_change_seq)
+
+    async def prune_changes(self, keep: int) -> int:
+        """Drop all but the newest `keep` changes of the feed; how many went."""
+        dropped = await self._db(self.store.prune_changes, keep)
+        if dropped:
+            log.info("change_feed_pruned", dropped=dropped, kept=keep)
+        return dropped
+
     async def ping_store(self) -> None:
         """Raise if the store cannot answer."""
         await self._db(self.store.last_change_seq)

@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
@@ -16,6 +17,7 @@ from desktop_api.changes import Subscriber
 from desktop_api.keys import METRICS, SERVICE
 from desktop_api.middleware import require_account
 
+log = structlog.get_logger("transfer_bridge.events")
 routes = web.RouteTableDef()
 REPLAY_PAGE = 500
 PING_SECONDS = 15.0
@@ -79,6 +81,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     if cursor is not None and cursor > service.hub.last_seq:
         # A cursor from another store (or a rebuilt one): skipping events up to it would lose
         # changes, so start over with the current state instead.
+        cursor = None
+    if cursor is not None and cursor + 1 < await service.first_change_seq():
+        # Older than the retained feed ([store] keep_changes): what came between is gone, so
+        # start over with the current state of the open sessions, as a new stream would.
+        log.info("sse_cursor_pruned", account_id=account_id, cursor=cursor)
         cursor = None
     metrics = request.app[METRICS]
     sub = service.hub.subscribe(account_id, agent_id)

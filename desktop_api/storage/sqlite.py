@@ -299,6 +299,19 @@ class SqliteStore:
         rows = self._read("SELECT max(seq) FROM changes")
         return int(rows[0][0] or 0)
 
+    def first_change_seq(self) -> int:
+        rows = self._read("SELECT min(seq) FROM changes")
+        return int(rows[0][0] or 0)
+
+    def prune_changes(self, keep: int) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (keep,)
+            )
+            return int(cur.rowcount)
+
+        return int(self._write(run))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

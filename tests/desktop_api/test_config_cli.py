@@ -199,6 +199,7 @@ BAD_FILES = [
     ("listen-number", "[http]\nlisten = 8080\n", ["http.listen"]),
     ("max-body-text", '[http]\nmax_body_bytes = "big"\n', ["http.max_body_bytes"]),
     ("max-body-small", "[http]\nmax_body_bytes = 10\n", ["http.max_body_bytes"]),
+    ("keep-changes-small", "[store]\nkeep_changes = 5\n", ["store.keep_changes"]),
     ("log-format", '[log]\nformat = "xml"\n', ["log.format", "xml"]),
     ("log-level", '[log]\nlevel = "loud"\n', ["log.level"]),
     ("store-url", '[store]\nurl = "mysql://db/bridge"\n', ["store.url"]),

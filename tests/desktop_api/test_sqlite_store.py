@@ -82,3 +82,22 @@ def test_one_phone_belongs_to_one_agent(tmp_path: Path) -> None:
         store.put_agent(
             Agent("acme", "a-8", "Bo", Phone("sip:1001@pbx.example"), NOW), "1001@pbx.example"
         )
+
+
+def test_the_change_feed_is_pruned_to_the_newest_and_cursors_never_repeat(tmp_path: Path) -> None:
+    store = seeded(tmp_path / "b.db")
+    session = store.load_open_sessions()[0]
+    for version in range(2, 12):
+        session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW, version=version)
+        store.write_sessions([SessionWrite(session, [], False)])
+    assert store.last_change_seq() == 11 and store.first_change_seq() == 1
+    assert store.prune_changes(3) == 8
+    assert [c.seq for c in store.changes_after("acme", 0, 100)] == [9, 10, 11]
+    assert store.prune_changes(3) == 0
+    # the audit trail is never pruned
+    assert len(store.read_audit("acme", "s-1")) == 1
+    store.close()
+    store = SqliteStore(tmp_path / "b.db")
+    session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW, version=12)
+    store.write_sessions([SessionWrite(session, [], False)])
+    assert store.last_change_seq() == 12  # a pruned cursor is never handed out again
