@@ -19,8 +19,8 @@ from bridge.hep import (
     HepPacket,
     HepProto,
     decode_hep,
-    encode_hep,
 )
+from bridge.hep_encode import encode_hep
 from bridge.sip import parse_message
 
 NOTIFY = (

@@ -10,7 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.hep import HepProto, encode_hep
+from bridge.hep import HepProto
+from bridge.hep_encode import encode_hep
 from phone_drivers.hep import HepListener
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sip"
