@@ -38,7 +38,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import ADMIN, running_bridge_process
+from tests.integration.bridge_process import running_bridge_process
+from tests.integration.desk import hang_up_everything, tenant_with_agents
 from tests.rig.asterisk import AsteriskSettings, running_asterisk
 from tests.rig.phones import Phones, running_phones
 
@@ -99,11 +100,7 @@ async def one_transfer(api: ApiClient, phones: Phones, n: int, proof_source: str
     wire = epoch(proofs[0]["detail"]["observed_at"])
     r = await api.post(f"/v1/sessions/{sid}/end", {"result": "bench"})
     assert r.status == 200, r.body
-    # leave nothing up for the next round
-    for phone in ("2000", "1002"):
-        for ref, e in phones.calls_of(phone).items():
-            if e.get("state") not in ("DISCONNECTED", None):
-                await phones.hangup(phone, ref)
+    await hang_up_everything(phones, "2000", "1002")  # nothing left up for the next round
     await asyncio.sleep(0.3)
     return {"latency_ms": (seen_at - wire) * 1000, "proved_by": proved_by}
 
@@ -120,15 +117,7 @@ async def run(transfers: int, sources: str) -> None:
             aiohttp.ClientSession() as http,
             running_phones(pbx.phone_ports, pbx.sip, work / "phones") as phones,
         ):
-            admin = ApiClient(http, bridge.url, ADMIN)
-            await admin.post(
-                "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
-            )
-            token = (await admin.post("/v1/accounts/acme/tokens")).body["token"]
-            api = admin.with_token(token)
-            for agent, ext in (("ana", "1001"), ("ben", "1002")):
-                phone = {"sip_uri": f"sip:{ext}@127.0.0.1"}
-                await api.put(f"/v1/agents/{agent}", {"name": agent, "phone": phone})
+            api = await tenant_with_agents(http, bridge, (("ana", "1001"), ("ben", "1002")))
             await phones.behaviour("1002", "auto", delay_ms=300)
             rows = []
             for n in range(transfers):

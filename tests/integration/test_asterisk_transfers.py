@@ -11,33 +11,35 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import ADMIN, BridgeProcess, running_bridge_process
+from tests.integration.bridge_process import running_bridge_process
+from tests.integration.desk import (
+    Rig,
+    audit,
+    click,
+    consult,
+    customer_reaches_agent,
+    failed,
+    hang_up_everything,
+    phone_sources,
+    rules_after_transfer,
+    session_until,
+    still_free,
+    tenant_with_agents,
+    transferred,
+)
 from tests.rig.asterisk import RunningAsterisk
-from tests.rig.phones import Phones, running_phones
+from tests.rig.phones import running_phones
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(90)]
 
 REPORT_ENV = "TRANSFER_BRIDGE_E2E_REPORT"  # a file: each scenario's sessions as the API showed them
 SOURCES = {"both": (True, True), "hep_only": (True, False), "ami_only": (False, True)}
-
-
-@dataclass
-class Rig:
-    pbx: RunningAsterisk
-    bridge: BridgeProcess
-    phones: Phones
-    api: ApiClient
-    http: aiohttp.ClientSession
-    seen: list[dict[str, Any]] = field(default_factory=list)  # what session_until returned
 
 
 @pytest.fixture
@@ -55,17 +57,7 @@ async def rig(
         aiohttp.ClientSession() as http,
         running_phones(pbx.phone_ports, pbx.sip, tmp_path / "phones") as phones,
     ):
-        admin = ApiClient(http, bridge.url, ADMIN)
-        r = await admin.post(
-            "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
-        )
-        assert r.status == 201, r.body
-        r = await admin.post("/v1/accounts/acme/tokens")
-        api = admin.with_token(r.body["token"])
-        for agent, ext in (("ana", "1001"), ("ben", "1002"), ("cy", "1003")):
-            body = {"name": agent.title(), "phone": {"sip_uri": f"sip:{ext}@127.0.0.1"}}
-            r = await api.put(f"/v1/agents/{agent}", body)
-            assert r.status == 201, r.body
+        api = await tenant_with_agents(http, bridge)
         rig = Rig(pbx, bridge, phones, api, http)
         yield rig
         report = os.environ.get(REPORT_ENV)
@@ -77,111 +69,6 @@ async def rig(
 def append_lines(path: Path, lines: list[str]) -> None:
     with path.open("a") as out:
         out.writelines(line + "\n" for line in lines)
-
-
-# --- helpers: what a desktop and a person at a phone do ---------------------------------------
-
-
-async def session_until(
-    rig: Rig, sid: str, done: Callable[[dict[str, Any]], bool], within: float = 10.0
-) -> dict[str, Any]:
-    """Poll the session (as a desktop would) until `done` holds; fail showing the last view."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    body: dict[str, Any] = {}
-    while loop.time() < deadline:
-        r = await rig.api.get(f"/v1/sessions/{sid}")
-        assert r.status == 200, r.body
-        body = r.body
-        if done(body):
-            rig.seen.append(body)
-            return body
-        await asyncio.sleep(0.05)
-    audit = (await rig.api.get(f"/v1/sessions/{sid}/audit")).body
-    async with rig.http.get(rig.bridge.url + "/metrics") as r:
-        metrics = [m for m in (await r.text()).splitlines() if "evidence" in m or "ami" in m]
-    raise AssertionError(
-        f"session {sid} never got there: {body}\naudit: {audit}\nmetrics: {metrics}"
-    )
-
-
-async def customer_reaches_agent(
-    rig: Rig, customer: str, agent_ext: str, agent: str, sid: str
-) -> tuple[str, str]:
-    """The customer calls, the agent answers, the desktop opens a session; refs of both legs."""
-    phones = rig.phones
-    since = len(phones.events)
-    call = await phones.call(customer, agent_ext)
-    ringing = await phones.wait_state(agent_ext, "INCOMING", since=since)
-    await phones.answer(agent_ext, ringing["ref"])
-    await phones.wait_state(customer, "CONFIRMED", ref=call["ref"], since=since)
-    body = {"id": sid, "agent_id": agent, "customer": {"number": customer}}
-    body["call"] = {"state": "connected"}
-    r = await rig.api.post("/v1/sessions", body)
-    assert r.status == 201, r.body
-    await session_until(rig, sid, lambda s: s["call"]["binding"] == "phone_and_number")
-    return call["ref"], ringing["ref"]
-
-
-async def click(rig: Rig, sid: str, *actions: str) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    for action in actions:
-        r = await rig.api.post(f"/v1/sessions/{sid}/transfer", {"action": action})
-        assert r.status == 200, (action, r.body)
-        body = r.body
-    return body
-
-
-async def consult(rig: Rig, agent_ext: str, customer_ref: str, target: str) -> str:
-    """Hold the customer and call the other agent, who answers; the consult call's ref."""
-    phones = rig.phones
-    since = len(phones.events)
-    await phones.hold(agent_ext, customer_ref)
-    await phones.behaviour(target, "auto", delay_ms=200)
-    consult_call = await phones.call(agent_ext, target)
-    await phones.wait_state(agent_ext, "CONFIRMED", ref=consult_call["ref"], since=since)
-    return str(consult_call["ref"])
-
-
-async def audit(rig: Rig, sid: str) -> list[dict[str, Any]]:
-    r = await rig.api.get(f"/v1/sessions/{sid}/audit")
-    assert r.status == 200, r.body
-    return list(r.body["entries"])
-
-
-def phone_sources(entries: list[dict[str, Any]]) -> set[str]:
-    return {e["detail"]["source"] for e in entries if e["kind"] == "phone"}
-
-
-async def rules_after_transfer(rig: Rig, sid: str, agent: str) -> None:
-    """Seed rules 4-6: the session stays open, once only, the agent blocked until it ends."""
-    r = await rig.api.post(f"/v1/sessions/{sid}/transfer", {"action": "open"})
-    assert r.status == 409 and r.body["error"]["code"] == "already_transferred", r.body
-    r = await rig.api.get(f"/v1/agents/{agent}")
-    assert r.body["can_take_requests"] is False and sid in r.body["blocking_sessions"]
-    new = {"id": f"{sid}-next", "agent_id": agent, "customer": {"number": "3000"}}
-    r = await rig.api.post("/v1/sessions", new)
-    assert r.status == 409 and r.body["error"]["code"] == "agent_blocked", r.body
-    r = await rig.api.post(f"/v1/sessions/{sid}/end", {"result": "transferred to support"})
-    assert r.status == 200 and r.body["status"] == "ended", r.body
-    r = await rig.api.get(f"/v1/agents/{agent}")
-    assert r.body["can_take_requests"] is True, r.body
-
-
-async def still_free(rig: Rig, sid: str, agent: str) -> None:
-    """A failed or abandoned attempt uses nothing up: the agent may try again, is not blocked."""
-    r = await rig.api.get(f"/v1/agents/{agent}")
-    assert r.body["can_take_requests"] is True, r.body
-    r = await rig.api.get(f"/v1/sessions/{sid}")
-    assert "transfer.open" in r.body["actions"] or r.body["call"]["state"] == "ended", r.body
-
-
-def transferred(s: dict[str, Any]) -> bool:
-    return bool(s["transfer"]["state"] == "transferred")
-
-
-def failed(s: dict[str, Any]) -> bool:
-    return bool(s["transfer"]["state"] == "failed")
 
 
 # --- the scenarios ------------------------------------------------------------------------------
@@ -323,13 +210,6 @@ async def test_consult_abandoned_and_the_customer_resumed(rig: Rig) -> None:
     await still_free(rig, "s-back", "ana")
 
 
-async def hang_up_everything(rig: Rig, *phones: str) -> None:
-    for phone in phones:
-        for ref, e in rig.phones.calls_of(phone).items():
-            if e.get("state") != "DISCONNECTED":
-                await rig.phones.hangup(phone, ref)
-
-
 async def test_transfer_within_milliseconds_of_answering_is_refused(rig: Rig) -> None:
     """A script's REFER 1 ms after its ACK races Asterisk's bridge set-up: Asterisk usually
     refuses it (BlindTransfer Invalid on the AMI, NOTIFY 400 on the wire) but under load it
@@ -368,7 +248,7 @@ async def test_transfer_within_milliseconds_of_answering_is_refused(rig: Rig) ->
         await session_until(rig, sid, transferred)
         assert not [e for e in entries if e["event"] == "sources_disagree"], entries
         await rules_after_transfer(rig, sid, "ana")
-        await hang_up_everything(rig, "2000", "1002", "1001")
+        await hang_up_everything(rig.phones, "2000", "1002", "1001")
         await asyncio.sleep(0.3)
     assert refused, "Asterisk accepted an instant REFER four times in a row"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import ADMIN, running_bridge_process
-from tests.integration.test_asterisk_transfers import (
+from tests.integration.bridge_process import running_bridge_process
+from tests.integration.desk import (
+    AGENTS,
     Rig,
     audit,
     click,
@@ -29,14 +29,13 @@ from tests.integration.test_asterisk_transfers import (
     rules_after_transfer,
     session_until,
     still_free,
+    tenant_with_agents,
     transferred,
 )
 from tests.rig.asterisk import RunningAsterisk
 from tests.rig.phones import running_phones
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(90)]
-
-AGENTS = (("ana", "1001"), ("ben", "1002"), ("cy", "1003"))
 
 
 @pytest.fixture
@@ -51,17 +50,7 @@ async def rig(pbx: RunningAsterisk, tmp_path: Path, hep: bool) -> AsyncIterator[
         aiohttp.ClientSession() as http,
         running_phones(pbx.phone_ports, pbx.sip, tmp_path / "phones") as phones,
     ):
-        admin = ApiClient(http, bridge.url, ADMIN)
-        r = await admin.post(
-            "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
-        )
-        assert r.status == 201, r.body
-        r = await admin.post("/v1/accounts/acme/tokens")
-        api = admin.with_token(r.body["token"])
-        for agent, ext in AGENTS:
-            body = {"name": agent.title(), "phone": {"sip_uri": f"sip:{ext}@127.0.0.1"}}
-            r = await api.put(f"/v1/agents/{agent}", body)
-            assert r.status == 201, r.body
+        api = await tenant_with_agents(http, bridge, AGENTS)
         # the source subscribes to each agent's extension as the agents appear
         health = await bridge.wait_healthy(("pbx-dialog",))
         assert health["sources"]["pbx-dialog"]["subscribed"] == f"{len(AGENTS)}/{len(AGENTS)}"

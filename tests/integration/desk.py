@@ -1,0 +1,156 @@
+"""What a desktop and a person at a phone do in the end-to-end tests against the real Asterisk
+(`test_asterisk_transfers.py`, `test_dialog_source.py`) and the live latency bench."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from desktop_api.testing import ApiClient
+from tests.integration.bridge_process import ADMIN, BridgeProcess
+from tests.rig.asterisk import RunningAsterisk
+from tests.rig.phones import Phones
+
+AGENTS = (("ana", "1001"), ("ben", "1002"), ("cy", "1003"))
+
+
+@dataclass
+class Rig:
+    pbx: RunningAsterisk
+    bridge: BridgeProcess
+    phones: Phones
+    api: ApiClient
+    http: aiohttp.ClientSession
+    seen: list[dict[str, Any]] = field(default_factory=list)  # what session_until returned
+
+
+async def tenant_with_agents(
+    http: aiohttp.ClientSession, bridge: BridgeProcess, agents: tuple[tuple[str, str], ...] = AGENTS
+) -> ApiClient:
+    """Account `acme` with transfer on, its token, and one agent per `(id, extension)` whose
+    phone is `sip:<extension>@127.0.0.1`; a client with the account's token."""
+    admin = ApiClient(http, bridge.url, ADMIN)
+    r = await admin.post("/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True})
+    assert r.status == 201, r.body
+    r = await admin.post("/v1/accounts/acme/tokens")
+    assert r.status == 201, r.body
+    api = admin.with_token(r.body["token"])
+    for agent, ext in agents:
+        body = {"name": agent.title(), "phone": {"sip_uri": f"sip:{ext}@127.0.0.1"}}
+        r = await api.put(f"/v1/agents/{agent}", body)
+        assert r.status == 201, r.body
+    return api
+
+
+async def session_until(
+    rig: Rig, sid: str, done: Callable[[dict[str, Any]], bool], within: float = 10.0
+) -> dict[str, Any]:
+    """Poll the session (as a desktop would) until `done` holds; fail showing the last view."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    body: dict[str, Any] = {}
+    while loop.time() < deadline:
+        r = await rig.api.get(f"/v1/sessions/{sid}")
+        assert r.status == 200, r.body
+        body = r.body
+        if done(body):
+            rig.seen.append(body)
+            return body
+        await asyncio.sleep(0.05)
+    audit = (await rig.api.get(f"/v1/sessions/{sid}/audit")).body
+    async with rig.http.get(rig.bridge.url + "/metrics") as r:
+        metrics = [m for m in (await r.text()).splitlines() if "evidence" in m or "ami" in m]
+    raise AssertionError(
+        f"session {sid} never got there: {body}\naudit: {audit}\nmetrics: {metrics}"
+    )
+
+
+async def customer_reaches_agent(
+    rig: Rig, customer: str, agent_ext: str, agent: str, sid: str
+) -> tuple[str, str]:
+    """The customer calls, the agent answers, the desktop opens a session; refs of both legs."""
+    phones = rig.phones
+    since = len(phones.events)
+    call = await phones.call(customer, agent_ext)
+    ringing = await phones.wait_state(agent_ext, "INCOMING", since=since)
+    await phones.answer(agent_ext, ringing["ref"])
+    await phones.wait_state(customer, "CONFIRMED", ref=call["ref"], since=since)
+    body = {"id": sid, "agent_id": agent, "customer": {"number": customer}}
+    body["call"] = {"state": "connected"}
+    r = await rig.api.post("/v1/sessions", body)
+    assert r.status == 201, r.body
+    await session_until(rig, sid, lambda s: s["call"]["binding"] == "phone_and_number")
+    return call["ref"], ringing["ref"]
+
+
+async def click(rig: Rig, sid: str, *actions: str) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for action in actions:
+        r = await rig.api.post(f"/v1/sessions/{sid}/transfer", {"action": action})
+        assert r.status == 200, (action, r.body)
+        body = r.body
+    return body
+
+
+async def consult(rig: Rig, agent_ext: str, customer_ref: str, target: str) -> str:
+    """Hold the customer and call the other agent, who answers; the consult call's ref."""
+    phones = rig.phones
+    since = len(phones.events)
+    await phones.hold(agent_ext, customer_ref)
+    await phones.behaviour(target, "auto", delay_ms=200)
+    consult_call = await phones.call(agent_ext, target)
+    await phones.wait_state(agent_ext, "CONFIRMED", ref=consult_call["ref"], since=since)
+    return str(consult_call["ref"])
+
+
+async def audit(rig: Rig, sid: str) -> list[dict[str, Any]]:
+    r = await rig.api.get(f"/v1/sessions/{sid}/audit")
+    assert r.status == 200, r.body
+    return list(r.body["entries"])
+
+
+def phone_sources(entries: list[dict[str, Any]]) -> set[str]:
+    return {e["detail"]["source"] for e in entries if e["kind"] == "phone"}
+
+
+async def rules_after_transfer(rig: Rig, sid: str, agent: str) -> None:
+    """Seed rules 4-6: the session stays open, once only, the agent blocked until it ends."""
+    r = await rig.api.post(f"/v1/sessions/{sid}/transfer", {"action": "open"})
+    assert r.status == 409 and r.body["error"]["code"] == "already_transferred", r.body
+    r = await rig.api.get(f"/v1/agents/{agent}")
+    assert r.body["can_take_requests"] is False and sid in r.body["blocking_sessions"]
+    new = {"id": f"{sid}-next", "agent_id": agent, "customer": {"number": "3000"}}
+    r = await rig.api.post("/v1/sessions", new)
+    assert r.status == 409 and r.body["error"]["code"] == "agent_blocked", r.body
+    r = await rig.api.post(f"/v1/sessions/{sid}/end", {"result": "transferred to support"})
+    assert r.status == 200 and r.body["status"] == "ended", r.body
+    r = await rig.api.get(f"/v1/agents/{agent}")
+    assert r.body["can_take_requests"] is True, r.body
+
+
+async def still_free(rig: Rig, sid: str, agent: str) -> None:
+    """A failed or abandoned attempt uses nothing up: the agent may try again, is not blocked."""
+    r = await rig.api.get(f"/v1/agents/{agent}")
+    assert r.body["can_take_requests"] is True, r.body
+    r = await rig.api.get(f"/v1/sessions/{sid}")
+    assert "transfer.open" in r.body["actions"] or r.body["call"]["state"] == "ended", r.body
+
+
+def transferred(s: dict[str, Any]) -> bool:
+    return bool(s["transfer"]["state"] == "transferred")
+
+
+def failed(s: dict[str, Any]) -> bool:
+    return bool(s["transfer"]["state"] == "failed")
+
+
+async def hang_up_everything(phones: Phones, *exts: str) -> None:
+    """Hang up every call of these phones that is still up."""
+    for ext in exts:
+        for ref, e in phones.calls_of(ext).items():
+            if e.get("state") != "DISCONNECTED":
+                await phones.hangup(ext, ref)
