@@ -43,27 +43,6 @@ def free_udp_ports(count: int, host: str = LOCALHOST) -> list[int]:
             s.close()
 
 
-def free_udp_port_block(size: int, host: str = LOCALHOST) -> int:
-    """The first (even) port of ``size`` consecutive free UDP ports, for SIPp's media sockets."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(_PORT_LOW, _PORT_HIGH - size, 2)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(first, first + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((host, port))
-        except OSError:
-            continue
-        else:
-            return first
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no block of {size} free UDP ports found")
-
-
 def _udp_inodes(port: int, host: str) -> set[str]:
     """Socket inodes of the UDP sockets bound to host:port or *:port (from /proc/net/udp)."""
     want_ip = "".join(f"{int(b):02X}" for b in reversed(host.split(".")))

@@ -6,7 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.rig.procs import LOCALHOST, ManagedProcess, free_udp_port_block
+from desktop_api.qa.sipp import free_port_block
+from tests.rig.procs import LOCALHOST, ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "sipp_scenarios"
@@ -44,7 +45,7 @@ def sipp_argv(
     binary = sipp_binary()
     if binary is None:
         raise RuntimeError("sipp is not installed (scripts/rig/install.sh)")
-    media_port = free_udp_port_block(4, host)
+    media_port = free_port_block(host, 4)
     argv = [
         binary,
         f"{proxy[0]}:{proxy[1]}",
