@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -132,6 +133,20 @@ def number_of(uri: str | None) -> str | None:
         text = text[text.index("<") + 1 : text.rindex(">")]
     user, at, _ = phone_key(text).partition("@")
     return (user if at else text) or None
+
+
+def from_action_url(vendor: str, kind: DeskEventKind, query: Mapping[str, str]) -> DeskPhoneEvent:
+    """An event from an action-URL query: both Yealink and Snom send the same fields (our
+    templates name them `mac`, `ip`, `call_id`, `remote`, `local`)."""
+    return DeskPhoneEvent(
+        vendor=vendor,
+        kind=kind,
+        mac=normalise_mac(query.get("mac")),
+        ip=clean(query.get("ip")),
+        call_id=clean(query.get("call_id")),
+        remote=number_of(query.get("remote")),
+        local=number_of(query.get("local")),
+    )
 
 
 def device_identity(mac: str | None, ip: str | None) -> str:

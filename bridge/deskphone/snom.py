@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from html import escape
 
-from bridge.deskphone.events import DeskEventKind, DeskPhoneEvent, clean, normalise_mac, number_of
+from bridge.deskphone.events import DeskEventKind, DeskPhoneEvent, from_action_url
 
 VENDOR = "snom"
 
@@ -38,15 +38,7 @@ QUERY = "mac=$mac&ip=$phone_ip&local=$local&remote=$remote&call_id=$call-id&user
 def parse(event: str, query: Mapping[str, str]) -> DeskPhoneEvent:
     """The event of one Action URL request; KeyError for an event name the bridge does not take."""
     kind = EVENTS[event][0]
-    return DeskPhoneEvent(
-        vendor=VENDOR,
-        kind=kind,
-        mac=normalise_mac(query.get("mac")),
-        ip=clean(query.get("ip")),
-        call_id=clean(query.get("call_id")),
-        remote=number_of(query.get("remote")),
-        local=number_of(query.get("local")),
-    )
+    return from_action_url(VENDOR, kind, query)
 
 
 def templates(base: str, secret: str) -> list[dict[str, str]]:

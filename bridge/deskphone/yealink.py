@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bridge.deskphone.events import DeskEventKind, DeskPhoneEvent, clean, normalise_mac, number_of
+from bridge.deskphone.events import DeskEventKind, DeskPhoneEvent, from_action_url
 
 VENDOR = "yealink"
 
@@ -56,15 +56,7 @@ def parse(event: str, query: Mapping[str, str]) -> DeskPhoneEvent | None:
     kind = EVENTS[event]
     if kind is None:
         return None
-    return DeskPhoneEvent(
-        vendor=VENDOR,
-        kind=kind,
-        mac=normalise_mac(query.get("mac")),
-        ip=clean(query.get("ip")),
-        call_id=clean(query.get("call_id")),
-        remote=number_of(query.get("remote")),
-        local=number_of(query.get("local")),
-    )
+    return from_action_url(VENDOR, kind, query)
 
 
 def templates(base: str, secret: str) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,32 +202,33 @@ def _unknown_event(request: web.Request, vendor: str) -> web.Response:
     return _refuse(request, vendor, 404, "unknown_event", f"{vendor} has no event {event!r}")
 
 
-@routes.get("/v1/devices/{account_id}/yealink/{event}")
-async def yealink_event(request: web.Request) -> web.Response:
-    """A Yealink Action URL request."""
-    refused = _gate(request, yealink.VENDOR)
+async def _action_url(
+    request: web.Request,
+    vendor: str,
+    parse: Callable[[str, Mapping[str, str]], DeskPhoneEvent | None],
+) -> web.Response:
+    """An action-URL GET (Yealink, Snom): one event, named in the path, fields in the query."""
+    refused = _gate(request, vendor)
     if refused is not None:
         return refused
     try:
-        event = yealink.parse(request.match_info["event"], request.query)
+        event = parse(request.match_info["event"], request.query)
     except KeyError:
-        return _unknown_event(request, yealink.VENDOR)
+        return _unknown_event(request, vendor)
     device = _query_device(request)
-    return await _receive(request, yealink.VENDOR, device, [event])
+    return await _receive(request, vendor, device, [event])
+
+
+@routes.get("/v1/devices/{account_id}/yealink/{event}")
+async def yealink_event(request: web.Request) -> web.Response:
+    """A Yealink Action URL request."""
+    return await _action_url(request, yealink.VENDOR, yealink.parse)
 
 
 @routes.get("/v1/devices/{account_id}/snom/{event}")
 async def snom_event(request: web.Request) -> web.Response:
     """A Snom Action URL request."""
-    refused = _gate(request, snom.VENDOR)
-    if refused is not None:
-        return refused
-    try:
-        event = snom.parse(request.match_info["event"], request.query)
-    except KeyError:
-        return _unknown_event(request, snom.VENDOR)
-    device = _query_device(request)
-    return await _receive(request, snom.VENDOR, device, [event])
+    return await _action_url(request, snom.VENDOR, snom.parse)
 
 
 @routes.post("/v1/devices/{account_id}/poly")
