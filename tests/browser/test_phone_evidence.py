@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -18,9 +17,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, expect
 
-from desktop_api.testing import running_bridge, settings_for
+from desktop_api.testing import running_bridge
 from tests.browser.conftest import ADMIN, Desk, file_stem, make_desk
-from tests.rig.bridge_collector import HEP_KEY, BridgeAsCollector
+from tests.rig.bridge_collector import HEP_KEY, BridgeAsCollector, settings_with_hep
 from tests.rig.cases import AGENT, CUSTOMER, TARGET
 from tests.rig.rig import CaseRun, missing_binaries, rig_required, run_case
 
@@ -44,19 +43,7 @@ async def desk(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Desk]:
     """A bridge listening for HEP, agents on phones 1001 and 1002, and a fresh page."""
-    settings = dataclasses.replace(
-        settings_for(tmp_path, ADMIN),
-        sources={
-            "hep": [
-                {
-                    "name": "kamailio",
-                    "listen": "127.0.0.1:0",
-                    "password": HEP_KEY,
-                    "match_user": True,
-                }
-            ]
-        },
-    )
+    settings = settings_with_hep(tmp_path, ADMIN)
     async with running_bridge(settings) as bridge:
         d, problems = await make_desk(
             chromium,

@@ -5,7 +5,6 @@ case checks the session through the HTTP API, as the agent's desktop would see i
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from desktop_api.testing import ApiClient, RunningBridge, running_bridge, settings_for
-from tests.rig.bridge_collector import HEP_KEY, BridgeAsCollector
+from desktop_api.testing import ApiClient, RunningBridge, running_bridge
+from tests.rig.bridge_collector import HEP_KEY, BridgeAsCollector, settings_with_hep
 from tests.rig.cases import AGENT, CUSTOMER, TARGET
 from tests.rig.rig import missing_binaries, rig_required, run_case
 
@@ -27,19 +26,7 @@ if missing_binaries() and not rig_required():  # pragma: no cover - developer ma
 
 @pytest.fixture
 async def hep_bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    settings = dataclasses.replace(
-        settings_for(tmp_path, ADMIN),
-        sources={
-            "hep": [
-                {
-                    "name": "kamailio",
-                    "listen": "127.0.0.1:0",
-                    "password": HEP_KEY,
-                    "match_user": True,
-                }
-            ]
-        },
-    )
+    settings = settings_with_hep(tmp_path, ADMIN)
     async with running_bridge(settings) as bridge:
         yield bridge
 

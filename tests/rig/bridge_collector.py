@@ -4,12 +4,21 @@ to the bridge's own `[[sources.hep]]` listener, and the rig waits on its counter
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from pathlib import Path
 from typing import Any
 
+from desktop_api.config import Settings
 from desktop_api.keys import SOURCES
-from desktop_api.testing import RunningBridge
+from desktop_api.testing import RunningBridge, settings_for
 
 HEP_KEY = "rig-hep-secret"  # the auth key the rig's Kamailio is configured with
+
+
+def settings_with_hep(directory: Path, admin_token: str) -> Settings:
+    """A test bridge's settings with one HEP listener (any free port) for the rig's Kamailio."""
+    source = {"name": "kamailio", "listen": "127.0.0.1:0", "password": HEP_KEY, "match_user": True}
+    return dataclasses.replace(settings_for(directory, admin_token), sources={"hep": [source]})
 
 
 class BridgeAsCollector:
