@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bridge.ami import AmiEvent, AmiParser  # noqa: E402
 from tests.rig.asterisk import AsteriskSettings, RunningAsterisk, running_asterisk  # noqa: E402
 from tests.rig.collector import HepCollector, running_collector  # noqa: E402
 from tests.rig.hepfile import write_hep_file  # noqa: E402
@@ -86,16 +87,10 @@ class AmiRecorder:
                 await self.changed.wait()
 
     def events(self) -> list[dict[str, str]]:
-        out = []
-        for block in bytes(self.data).decode(errors="replace").split("\r\n\r\n"):
-            fields: dict[str, str] = {}
-            for line in block.split("\r\n"):
-                key, sep, value = line.partition(": ")
-                if sep and key not in fields:
-                    fields[key] = value
-            if "Event" in fields:
-                out.append(fields)
-        return out
+        """The events recorded so far (a repeated key: its first value)."""
+        parser = AmiParser()
+        parser.receive_data(bytes(self.data))
+        return [dict(reversed(e.fields)) for e in parser.events() if isinstance(e, AmiEvent)]
 
     async def close(self) -> bytes:
         self.writer.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.ami import AmiEvent, AmiParser, AmiResponse
 from bridge.hep import decode_hep
 from bridge.sip import parse_message
 from tests.rig.asterisk import RunningAsterisk
@@ -37,18 +38,13 @@ class Ami:
         self.task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
-        await self.reader.readline()  # banner
-        block: Fields = {}
-        while line := await self.reader.readline():
-            text = line.decode(errors="replace").rstrip("\r\n")
-            if text:
-                key, _, value = text.partition(": ")
-                block.setdefault(key, value)
-                continue
-            if block:
-                self.events.append(block)
-                self.changed.set()
-            block = {}
+        parser = AmiParser()
+        while data := await self.reader.read(65536):
+            parser.receive_data(data)
+            for item in parser.events():
+                if isinstance(item, AmiEvent | AmiResponse):
+                    self.events.append(dict(reversed(item.fields)))  # a repeated key: the first
+                    self.changed.set()
 
     async def wait_for(self, want: Fields, time_limit: float = 10.0) -> Fields:
         """The first message whose fields include all of ``want`` (values: prefixes)."""
