@@ -29,6 +29,7 @@ from collections import OrderedDict
 from bridge.ami.legs import (
     AmiStats,
     Leg,
+    chan_variables,
     event_time,
     listing_age,
     number,
@@ -132,18 +133,14 @@ class AmiCallTracker:
 
     def _learn_call_ids(self, event: AmiEvent) -> None:
         """Pick up SIP Call-IDs from `<Prefix>ChanVariable: SIPCALLID=...`."""
-        if self.call_id_variable is None:
-            return
-        wanted = self.call_id_variable + "="
-        for key, value in event.fields:
-            if not key.endswith("ChanVariable") or not value.startswith(wanted):
-                continue
-            call_id = value[len(wanted) :].strip()
-            prefix = key[: -len("ChanVariable")]
-            leg = self._find(event.get(f"{prefix}Uniqueid") or "")
-            if call_id and leg is not None and leg.sip_call_id is None:
-                leg.sip_call_id = call_id
-                self._flush(leg)
+        for prefix, call_id in chan_variables(event, self.call_id_variable):
+            self._call_id_known(self._find(event.get(f"{prefix}Uniqueid") or ""), call_id)
+
+    def _call_id_known(self, leg: Leg | None, call_id: str) -> None:
+        """A leg's SIP Call-ID, learnt once: what was held back for it goes out."""
+        if leg is not None and leg.sip_call_id is None:
+            leg.sip_call_id = call_id
+            self._flush(leg)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -184,13 +181,9 @@ class AmiCallTracker:
         return None
 
     def _var_set(self, event: AmiEvent) -> None:
-        if event.get("Variable") != self.call_id_variable:
-            return
-        leg = self._leg(event)
         value = (event.get("Value") or "").strip()
-        if leg is not None and value and leg.sip_call_id is None:
-            leg.sip_call_id = value
-            self._flush(leg)
+        if event.get("Variable") == self.call_id_variable and value:
+            self._call_id_known(self._leg(event), value)
 
     def _newchannel(self, event: AmiEvent) -> None:
         channel = event.get("Channel") or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bridge.ami.messages import AmiEvent
@@ -69,12 +70,19 @@ def listing_age(row: AmiEvent) -> tuple[int, int, str]:
     return (1 << 62, 0, uniqueid)
 
 
-def variable(row: AmiEvent, name: str | None) -> str | None:
-    """A `ChanVariable: NAME=value` of an event, or None when absent or empty."""
+def chan_variables(event: AmiEvent, name: str | None) -> Iterator[tuple[str, str]]:
+    """`(prefix, value)` of every `<Prefix>ChanVariable: NAME=value` of an event whose value is
+    not empty (`Dest`, `Transferer`... name the other channels an event is about)."""
     if name is None:
-        return None
+        return
     wanted = name + "="
-    for value in row.get_all("ChanVariable"):
-        if value.startswith(wanted) and value[len(wanted) :].strip():
-            return value[len(wanted) :].strip()
-    return None
+    for key, text in event.fields:
+        if key.endswith("ChanVariable") and text.startswith(wanted):
+            value = text[len(wanted) :].strip()
+            if value:
+                yield key[: -len("ChanVariable")], value
+
+
+def variable(row: AmiEvent, name: str | None) -> str | None:
+    """The event's own channel's `ChanVariable: NAME=value`, or None when absent or empty."""
+    return next((value for prefix, value in chan_variables(row, name) if not prefix), None)
