@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.rig.procs import LOCALHOST, free_udp_ports
+from tests.rig.procs import LOCALHOST, free_udp_ports, tail_of
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "asterisk"
@@ -175,11 +175,7 @@ class RunningAsterisk:
         return out.decode()
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_of(self.log_path, lines)
 
 
 async def _run_script(

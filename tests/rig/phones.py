@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.rig.procs import LOCALHOST, udp_port_bound
+from tests.rig.procs import LOCALHOST, tail_of, udp_port_bound
 
 REPO = Path(__file__).resolve().parents[2]
 Event = dict[str, Any]
@@ -50,11 +50,7 @@ class _PhoneProcess:
         self.reader = asyncio.create_task(self._read())
 
     def stderr_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_of(self.stderr_path, lines)
 
     def died(self) -> PhonesFailed:
         return PhonesFailed(

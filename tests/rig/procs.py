@@ -73,6 +73,15 @@ def udp_port_bound(port: int, host: str = LOCALHOST, pgid: int | None = None) ->
     return False
 
 
+def tail_of(path: Path, lines: int = 40) -> str:
+    """The last lines of a log file ("" when it cannot be read)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 class ProcessFailed(RuntimeError):
     """A rig process failed to start, exited badly or overran its time."""
 
@@ -152,11 +161,7 @@ class ManagedProcess:
         return self.proc is not None and self.proc.returncode is None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_of(self.log_path, lines)
 
     async def wait(self, time_limit: float) -> int:
         """Wait for the process to exit on its own; on overrun end it and raise."""
