@@ -39,14 +39,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bridge.dedup import Deduplicator, message_key
 from bridge.evidence import PhoneEvent, describe
-from bridge.hep import HepProto, decode_hep
-from bridge.hep_capture import split_capture
-from bridge.hep_encode import encode_hep
-from bridge.phone_directory import PhoneDirectory, uri_of_header, user_of_uri
+from bridge.hep.capture import split_capture
+from bridge.hep.decode import HepProto, decode_hep
+from bridge.hep.dedup import Deduplicator, message_key
+from bridge.hep.directory import PhoneDirectory
+from bridge.hep.encode import encode_hep
+from bridge.hep.tracker import SipTracker
 from bridge.sip import SipParseError, parse_message
-from bridge.transfer_detector import SipTracker
+from bridge.uris import uri_of_header, user_of_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "hep"
@@ -902,7 +903,7 @@ def report_soak(samples: list[SoakSample], every: int) -> None:
 
 
 def _check_packet_builder(templates: list[Template]) -> None:
-    """The bench's packet builder writes what bridge.hep_encode.encode_hep would."""
+    """The bench's packet builder writes what bridge.hep.encode.encode_hep would."""
     plan = CallPlan(3, templates[0], AGENT, TARGET, b"612345678", 1_795_600_000.25, 1.0)
     for at, data in plan.packets():
         pkt = decode_hep(data)

@@ -15,13 +15,24 @@ import yaml
 from aiohttp import web
 
 from desktop_api.config import Settings
-from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE, SETTINGS, SOURCES
+from desktop_api.keys import (
+    DEVICE_HUB,
+    EVIDENCE,
+    HEALTH,
+    METRICS,
+    OPENAPI,
+    SERVICE,
+    SETTINGS,
+    SOURCES,
+)
 from desktop_api.loop_lag import LoopLag
 from desktop_api.metrics import Metrics
 from desktop_api.middleware import AUTH_CACHE, api_middleware
-from desktop_api.routes import accounts, agents, desktop, devices, events, sessions, system
+from desktop_api.routes import accounts, agents, deskphone, desktop, events, sessions, system
 from desktop_api.service import BridgeService
 from desktop_api.sources import running_sources
+from desktop_api.sources.deskphone import DeviceCollector, DeviceHub
+from desktop_api.sources.pump import EvidencePump
 from desktop_api.storage import open_store
 
 log = structlog.get_logger("transfer_bridge.app")
@@ -65,10 +76,12 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[METRICS].registry.register(lag)
     lag_task = asyncio.create_task(lag.run(), name="loop-lag")
     prune_task = asyncio.create_task(_prune_changes(service, settings.keep_changes))
+    pump = app[EVIDENCE] = EvidencePump(service.ingest)
     async with running_sources(
-        service, settings.sources, app[HEALTH], app[METRICS].registry
+        settings.sources, pump, service.agents.values(), app[HEALTH], app[METRICS].registry
     ) as sources:
         app[SOURCES] = sources
+        service.on_agents_changed.append(lambda: sources.sync_phones(service.agents.values()))
         yield
     for task in (lag_task, prune_task):
         task.cancel()
@@ -97,7 +110,8 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_CACHE] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)
-    for module in (accounts, agents, sessions, events, system, desktop, devices):
+    hub = app[DEVICE_HUB] = DeviceHub()
+    app[METRICS].registry.register(DeviceCollector(hub.counts))
+    for module in (accounts, agents, sessions, events, system, desktop, deskphone):
         app.router.add_routes(module.routes)
-    devices.install(app)
     return app

@@ -9,13 +9,16 @@ from aiohttp import web
 if TYPE_CHECKING:
     from desktop_api.config import Settings
     from desktop_api.metrics import Metrics
-    from desktop_api.routes.devices import DeviceHub
     from desktop_api.service import BridgeService
+    from desktop_api.sources import RunningSources
+    from desktop_api.sources.deskphone import DeviceHub
+    from desktop_api.sources.pump import EvidencePump
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SERVICE: web.AppKey[BridgeService] = web.AppKey("service")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 HEALTH: web.AppKey[dict[str, Any]] = web.AppKey("health")
-SOURCES: web.AppKey[list[Any]] = web.AppKey("sources")
+SOURCES: web.AppKey[RunningSources] = web.AppKey("sources")
+EVIDENCE: web.AppKey[EvidencePump] = web.AppKey("evidence")
 DEVICE_HUB: web.AppKey[DeviceHub] = web.AppKey("device_hub")

@@ -19,8 +19,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bridge.codec import session_view
-from bridge.correlation import PhoneCalls, bind_candidates, phone_key, route
 from bridge.errors import InvalidInput, TransferNotAllowed
 from bridge.evidence import CallStateChanged, PhoneEvent
 from bridge.model import (
@@ -36,7 +34,8 @@ from bridge.model import (
     SessionStatus,
     TransferState,
 )
-from bridge.session_machine import (
+from bridge.session.correlation import PhoneCalls, bind_candidates, route
+from bridge.session.machine import (
     AuditEntry,
     Outcome,
     apply_binding,
@@ -44,7 +43,9 @@ from bridge.session_machine import (
     desktop_step,
     end_session,
 )
+from bridge.session.view import session_view
 from bridge.store import Change, SessionWrite, Store, StoreConflict
+from bridge.uris import phone_key
 from desktop_api.changes import ChangeHub
 from desktop_api.clock import utc_now
 from desktop_api.metrics import Metrics
@@ -91,7 +92,6 @@ class BridgeService:
         self._encoded: dict[tuple[str, str], tuple[int, bytes]] = {}
         # Called after an agent (and so possibly a phone) changes: sources re-read the phones.
         self.on_agents_changed: list[Callable[[], None]] = []
-        self.evidence_pump: Any = None  # set by the sources; tests drain it
         self._locks: dict[AgentKey, asyncio.Lock] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
 

@@ -19,8 +19,9 @@ from multidict import CIMultiDict
 
 from desktop_api.app import create_app
 from desktop_api.config import Settings
-from desktop_api.keys import SERVICE
+from desktop_api.keys import EVIDENCE, SERVICE
 from desktop_api.service import BridgeService
+from desktop_api.sources.pump import EvidencePump
 
 
 def settings_for(directory: Path, admin_token: str = "admin-secret") -> Settings:
@@ -47,6 +48,11 @@ class RunningBridge:
     def service(self) -> BridgeService:
         """The service behind the API (to feed phone evidence as a source would)."""
         return self.app[SERVICE]
+
+    @property
+    def evidence(self) -> EvidencePump:
+        """The ordered evidence queue every source feeds (tests drain it)."""
+        return self.app[EVIDENCE]
 
 
 @asynccontextmanager

@@ -50,7 +50,7 @@ from bridge.evidence import (
     TransferSucceeded,
 )
 from bridge.model import CallState, ConsultState, ReferState, TransferKind
-from bridge.transfer_detector import rfc3339
+from bridge.timefmt import rfc3339
 
 CALL_ID_VARIABLE = "SIPCALLID"
 STATE_RING = "4"  # ChannelState of a channel whose phone is placing the call

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bridge.correlation import phone_key
+from bridge.uris import phone_key
 
 
 def channel_endpoint(channel: str) -> str | None:

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bridge.correlation import phone_key
 from bridge.errors import InvalidInput
 from bridge.evidence import (
     CallStateChanged,
@@ -31,6 +30,7 @@ from bridge.evidence import (
     TransferRequested,
 )
 from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.uris import phone_key
 
 SECRET_LENGTH = 26  # base32 characters: 130 bits
 MAX_LIVE_CALLS = 16

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.correlation import phone_key
 from bridge.errors import InvalidInput
 from bridge.model import Device, Phone
+from bridge.uris import phone_key
 from desktop_api import validation as v
 from desktop_api.keys import SERVICE
 from desktop_api.middleware import require_account

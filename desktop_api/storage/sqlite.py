@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.codec import session_from_record, session_record
 from bridge.model import Account, Agent, Phone, Session
+from bridge.session.view import session_from_record, session_record
 from bridge.store import Change, SessionWrite, StoreConflict
 
 MIGRATIONS: list[str] = [

@@ -1,6 +1,6 @@
 """An asyncio UDP SIP client for one `[[sources.dialog]]`: one subscription per watched line.
 
-The protocol lives in `bridge.dialoginfo` (sans-I/O); this module owns the socket, the clock and
+The protocol lives in `bridge.dialog` (sans-I/O); this module owns the socket, the clock and
 the timers, and hands the evidence of each NOTIFY to `sink` synchronously, in arrival order.
 Malformed SIP or XML is counted and dropped; a subscription that fails is retried with back-off
 and shown in `health`; nothing here can stop the API. The password is only ever hashed.
@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from bridge.dialoginfo import (
+from bridge.dialog import (
     DialogLines,
     DigestCredentials,
     LineView,
@@ -28,10 +28,10 @@ from bridge.dialoginfo import (
     SubscriptionSettings,
     SubState,
 )
-from bridge.dialoginfo.wire import response
+from bridge.dialog.wire import response
 from bridge.evidence import PhoneEvent
 from bridge.sip import SipParseError, parse_message
-from bridge.transfer_detector import rfc3339
+from bridge.timefmt import rfc3339
 
 __all__ = ["DialogClient", "DialogStats", "EvidenceSink"]
 

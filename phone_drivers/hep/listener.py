@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bridge.hep import HepDecodeError, HepProto, decode_hep
+from bridge.hep.decode import HepDecodeError, HepProto, decode_hep
 
-log = structlog.get_logger("transfer_bridge.hep")
+log = structlog.get_logger("transfer_bridge.hep.decode")
 
 MAX_DATAGRAM = 65535
 DRAIN_BATCH = 512  # datagrams read per loop turn before yielding to other callbacks

@@ -6,7 +6,7 @@ written per case:
 - ``tests/fixtures/ami/asterisk-<case>.ami``: the raw bytes of one AMI connection, banner and
   login answer included, exactly as received (user ``bridge``, ``read=all``);
 - ``tests/fixtures/hep/asterisk-<case>.hep``: the HEPv3 packets Asterisk sent during the case
-  (capture format of ``bridge/hep_capture.py``; RTCP reports, HEP type 5, included);
+  (capture format of ``bridge/hep/capture.py``; RTCP reports, HEP type 5, included);
 - ``tests/fixtures/ami/asterisk-<case>.json``: the phones' side: every leg (phone, call ref,
   SIP Call-ID, direction, remote URI, final state), transfer statuses and the steps taken.
 

@@ -69,7 +69,7 @@ async def playing(desk: Desk, case: str, workdir: Path) -> AsyncIterator[asyncio
     try:
         yield task
         await task
-        await desk.bridge.service.evidence_pump.drain()
+        await desk.bridge.evidence.drain()
     finally:
         if not task.done():
             task.cancel()

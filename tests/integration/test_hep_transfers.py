@@ -59,7 +59,7 @@ async def desk(hep_bridge: RunningBridge) -> AsyncIterator[ApiClient]:
 
 async def play(bridge: RunningBridge, case: str, tmp_path: Path) -> None:
     await run_case(case, tmp_path / case, auth_key=HEP_KEY, collector=BridgeAsCollector(bridge))  # type: ignore[arg-type]
-    await bridge.service.evidence_pump.drain()
+    await bridge.evidence.drain()
 
 
 async def session(api: ApiClient) -> dict[str, Any]:

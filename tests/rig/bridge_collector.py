@@ -25,7 +25,7 @@ class BridgeAsCollector:
     """Lets the rig point Kamailio's HEP straight at the bridge's listener."""
 
     def __init__(self, bridge: RunningBridge) -> None:
-        self.listener = bridge.app[SOURCES][0].listener
+        self.listener = bridge.app[SOURCES].hep[0].listener
         self.port = self.listener.address[1]
         self.packets: list[Any] = []
 

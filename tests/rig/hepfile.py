@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # The format itself lives in the package, so the benchmarks share it.
-from bridge.hep_capture import join_capture, split_capture
+from bridge.hep.capture import join_capture, split_capture
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hep"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ami import AmiEvent, AmiParser, AmiResponse
-from bridge.hep import decode_hep
+from bridge.hep.decode import decode_hep
 from bridge.sip import parse_message
 from tests.rig.asterisk import RunningAsterisk
 from tests.rig.collector import HepCollector, running_collector

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bridge.hep import HepPacket, decode_hep
+from bridge.hep.decode import HepPacket, decode_hep
 from bridge.sip import SipMessage, parse_message
 
 

@@ -21,11 +21,11 @@ from bridge.ami import NEED_DATA, AmiEvent, AmiParser
 from bridge.ami.calls import AmiCallTracker
 from bridge.ami.phones import AmiPhones, channel_endpoint, default_endpoint
 from bridge.evidence import PhoneEvent, describe
-from bridge.hep import decode_hep
+from bridge.hep.decode import decode_hep
+from bridge.hep.directory import PhoneDirectory
+from bridge.hep.tracker import SipTracker
 from bridge.model import Call, CallState, Customer, Session, TransferState
-from bridge.phone_directory import PhoneDirectory
-from bridge.session_machine import AuditEntry, apply_evidence
-from bridge.transfer_detector import SipTracker
+from bridge.session.machine import AuditEntry, apply_evidence
 from tests.rig.hepfile import read_hep_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

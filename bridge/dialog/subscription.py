@@ -1,0 +1,369 @@
+"""One `SUBSCRIBE Event: dialog` subscription to one extension, as a sans-I/O state machine.
+
+Bytes come in as parsed `SipMessage`s, `now` is passed in, and every call returns what to send
+(`Outgoing`) plus the documents that arrived; `next_deadline()` says when to call `timer(now)`
+again. The caller owns the socket and the clock (STYLE.md, the aioquic model).
+
+    sub = Subscription("1001", settings, now=clock())
+    send(sub.start(now))                 # SUBSCRIBE
+    step = sub.receive(message, now)     # 401 -> SUBSCRIBE with Authorization, 2xx, NOTIFY ...
+    send(step.outgoing); use(step.documents)
+    send(sub.timer(now))                 # retransmissions, refresh, re-subscribe after back-off
+
+States: `idle -> subscribing -> active -> (refreshing) -> ...`; a failure, a time-out or a
+`Subscription-State: terminated` moves to `waiting` and a new subscription (new Call-ID) starts
+when its back-off ends. A 401/407 is answered once per nonce (a second challenge without
+`stale=true` is a wrong password: `waiting`, reason `auth_failed`).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bridge.dialog.digest import Challenge, DigestCredentials, authorization, parse_challenge
+from bridge.dialog.errors import DialogInfoError, DigestError, SubscriptionError
+from bridge.dialog.parse import MAX_BODY_BYTES, DialogInfo, parse_dialog_info
+from bridge.dialog.wire import expires_of, hostport, response, retry_after_of
+from bridge.sip import SipMessage, SipParseError
+
+__all__ = ["Outgoing", "Step", "SubState", "Subscription", "SubscriptionSettings"]
+
+T1 = 0.5  # RFC 3261 retransmission timers (non-INVITE transaction over UDP)
+T2 = 4.0
+CONTENT_TYPE = "application/dialog-info+xml"
+
+
+class SubState(StrEnum):
+    """Where a subscription is."""
+
+    IDLE = "idle"
+    SUBSCRIBING = "subscribing"
+    ACTIVE = "active"
+    REFRESHING = "refreshing"
+    WAITING = "waiting"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    """Where to subscribe and as whom; `repr` hides the password (inside `credentials`)."""
+
+    pbx: tuple[str, int]
+    local: tuple[str, int]  # the address the PBX sends NOTIFYs to (our Contact)
+    credentials: DigestCredentials
+    domain: str  # host part of the Request-URI, From and To
+    expires: int = 600
+    timeout: float = 8.0  # no final response within this: failed
+    backoff_initial: float = 1.0
+    backoff_cap: float = 60.0
+    user_agent: str = "transfer-bridge"
+
+    def __post_init__(self) -> None:
+        if self.expires < 60:
+            raise SubscriptionError("expires must be at least 60 seconds")
+        if self.timeout <= 0 or not 0 < self.backoff_initial <= self.backoff_cap:
+            raise SubscriptionError("bad timeout or back-off")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A datagram to send: to the PBX, or (`reply`) back to where the request came from."""
+
+    data: bytes
+    reply: bool = False
+
+
+@dataclass(slots=True)
+class Step:
+    """What one input produced."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    documents: list[DialogInfo] = field(default_factory=list)
+    new_dialog: bool = False  # the documents start a new subscription (versions restart)
+    malformed: int = 0  # NOTIFY bodies that could not be used (counted, answered, dropped)
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+class Subscription:
+    """The subscription to one extension's dialog state."""
+
+    def __init__(
+        self,
+        extension: str,
+        settings: SubscriptionSettings,
+        *,
+        token: Callable[[], str] = _token,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not extension or any(c in extension for c in ' <>@;:\r\n"\\'):
+            raise SubscriptionError(f"bad extension {extension!r}")
+        self.extension = extension
+        self.settings = settings
+        self._token = token
+        self._rng = rng or random.Random()
+        self.state = SubState.IDLE
+        self.reason: str | None = None  # why the last attempt failed
+        self.failures = 0
+        self.call_id = ""
+        self.local_tag = ""
+        self.remote_tag: str | None = None
+        self.cseq = 0
+        self.expires_at: float | None = None
+        self._deadline: float | None = None  # retransmit / give up / refresh / retry
+        self._request: bytes | None = None
+        self._branch = ""
+        self._sent_at = 0.0
+        self._interval = T1
+        self._challenge: Challenge | None = None
+        self._challenge_header = "Authorization"
+        self._answered_nonce: str | None = None
+        self._nc = 0
+        self.subscribed_since: float | None = None
+
+    # --- addresses --------------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        """The watched resource, e.g. `sip:1001@pbx.example`."""
+        return f"sip:{self.extension}@{self.settings.domain}"
+
+    def next_deadline(self) -> float | None:
+        """When `timer` wants to run next (None: nothing pending)."""
+        return self._deadline
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _new_dialog(self) -> None:
+        self.call_id = f"{self._token()}@transfer-bridge"
+        self.local_tag = self._token()
+        self.remote_tag = None
+        self._challenge = None
+        self._answered_nonce = None
+        self._nc = 0
+
+    def _subscribe(self, now: float, expires: int | None = None) -> list[Outgoing]:
+        s = self.settings
+        self.cseq += 1
+        self._branch = "z9hG4bK" + self._token()
+        to_tag = f";tag={self.remote_tag}" if self.remote_tag else ""
+        lines = [
+            f"SUBSCRIBE {self.uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {hostport(s.local)};rport;branch={self._branch}",
+            "Max-Forwards: 70",
+            f"From: <sip:{s.credentials.username}@{s.domain}>;tag={self.local_tag}",
+            f"To: <{self.uri}>{to_tag}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} SUBSCRIBE",
+            f"Contact: <sip:{s.credentials.username}@{hostport(s.local)}>",
+            "Event: dialog",
+            f"Accept: {CONTENT_TYPE}",
+            f"Expires: {s.expires if expires is None else expires}",
+            f"User-Agent: {s.user_agent}",
+        ]
+        if self._challenge is not None:
+            self._nc += 1
+            value = authorization(
+                self._challenge,
+                s.credentials,
+                "SUBSCRIBE",
+                self.uri,
+                nc=self._nc,
+                cnonce=self._token(),
+            )
+            lines.append(f"{self._challenge_header}: {value}")
+        lines += ["Content-Length: 0", "", ""]
+        self._request = "\r\n".join(lines).encode()
+        self._sent_at = now
+        self._interval = T1
+        self._deadline = now + T1
+        return [Outgoing(self._request)]
+
+    def start(self, now: float) -> list[Outgoing]:
+        """Begin a new subscription (new Call-ID)."""
+        self._new_dialog()
+        self.state = SubState.SUBSCRIBING
+        return self._subscribe(now)
+
+    def stop(self, now: float) -> list[Outgoing]:
+        """Unsubscribe (`Expires: 0`) if subscribed; no more retries."""
+        was = self.state
+        self.state = SubState.STOPPED
+        self._deadline = None
+        if was in (SubState.ACTIVE, SubState.REFRESHING) and self.remote_tag:
+            out = self._subscribe(now, expires=0)
+            self._deadline = None  # fire and forget
+            return out
+        return []
+
+    def _fail(self, now: float, reason: str, retry_after: float | None = None) -> list[Outgoing]:
+        self.state = SubState.WAITING
+        self.reason = reason
+        self.failures += 1
+        self.subscribed_since = None
+        self.expires_at = None
+        self._request = None
+        s = self.settings
+        if retry_after is None:
+            base = min(s.backoff_cap, s.backoff_initial * 2 ** min(self.failures - 1, 16))
+            retry_after = base * self._rng.uniform(0.8, 1.2)
+            if reason == "auth_failed":
+                retry_after = max(retry_after, min(s.backoff_cap, 15.0))
+        self._deadline = now + retry_after
+        return []
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def timer(self, now: float) -> list[Outgoing]:
+        """Retransmit, give up, refresh or re-subscribe, as due."""
+        if self._deadline is None or now < self._deadline:
+            return []
+        if self.state in (SubState.SUBSCRIBING, SubState.REFRESHING):
+            if now - self._sent_at >= self.settings.timeout:
+                return self._fail(now, "timeout")
+            self._interval = min(self._interval * 2, T2)
+            self._deadline = min(now + self._interval, self._sent_at + self.settings.timeout)
+            assert self._request is not None
+            return [Outgoing(self._request)]
+        if self.state is SubState.ACTIVE:
+            self.state = SubState.REFRESHING
+            return self._subscribe(now)
+        if self.state is SubState.WAITING:
+            return self.start(now)
+        self._deadline = None
+        return []
+
+    # --- input ------------------------------------------------------------------------------
+
+    def receive(self, message: SipMessage, now: float) -> Step:
+        """A response to our SUBSCRIBE or a NOTIFY of this subscription (same Call-ID)."""
+        if message.is_request:
+            return self._notify(message, now)
+        step = Step()
+        if self.state not in (SubState.SUBSCRIBING, SubState.REFRESHING):
+            return step  # a late retransmitted response
+        try:
+            cseq = message.cseq
+        except SipParseError:
+            step.malformed += 1
+            return step
+        if cseq.number != self.cseq or cseq.method.upper() != "SUBSCRIBE":
+            return step
+        code = message.status_code or 0
+        if code < 200:
+            self._deadline = self._sent_at + self.settings.timeout  # stop retransmitting
+            return step
+        if 200 <= code < 300:
+            self._accepted(message, now)
+        elif code in (401, 407):
+            step.outgoing += self._challenged(message, code, now)
+        elif code == 481 and self.state is SubState.REFRESHING:
+            step.outgoing += self.start(now)  # the PBX forgot us: a new subscription at once
+            step.new_dialog = True
+        else:
+            retry = retry_after_of(message)
+            step.outgoing += self._fail(now, f"rejected_{code}", retry)
+        return step
+
+    def _accepted(self, message: SipMessage, now: float) -> None:
+        try:
+            tag = message.to_tag
+        except SipParseError:
+            tag = None
+        if tag and not self.remote_tag:
+            self.remote_tag = tag
+        expires = expires_of(message) or self.settings.expires
+        if expires <= 0:
+            self._fail(now, "expired")
+            return
+        self.state = SubState.ACTIVE
+        self.reason = None
+        self.failures = 0
+        self._request = None
+        if self.subscribed_since is None:
+            self.subscribed_since = now
+        self.expires_at = now + expires
+        self._deadline = now + max(expires - min(60.0, expires / 4), 1.0)
+
+    def _challenged(self, message: SipMessage, code: int, now: float) -> list[Outgoing]:
+        header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        value = message.header(header)
+        try:
+            challenge = parse_challenge(value or "")
+        except DigestError as exc:
+            return self._fail(now, f"auth_unsupported: {exc}")
+        if challenge.nonce == self._answered_nonce or (
+            self._answered_nonce is not None and not challenge.stale
+        ):
+            return self._fail(now, "auth_failed")
+        self._challenge = challenge
+        self._challenge_header = "Authorization" if code == 401 else "Proxy-Authorization"
+        self._answered_nonce = challenge.nonce
+        self._nc = 0
+        return self._subscribe(now)
+
+    def _notify(self, message: SipMessage, now: float) -> Step:
+        step = Step()
+        if (message.method or "").upper() != "NOTIFY":
+            step.outgoing.append(Outgoing(response(message, 405, "Method Not Allowed"), True))
+            return step
+        if self.state is SubState.STOPPED:
+            step.outgoing.append(Outgoing(response(message, 481, "No Subscription"), True))
+            return step
+        try:
+            from_tag = message.from_tag
+            event = message.event()
+            sub_state = message.subscription_state()
+        except SipParseError:
+            step.malformed += 1
+            step.outgoing.append(Outgoing(response(message, 400, "Bad Request"), True))
+            return step
+        if event is None or event.package != "dialog":
+            step.outgoing.append(Outgoing(response(message, 489, "Bad Event"), True))
+            return step
+        if self.remote_tag is None and from_tag:
+            self.remote_tag = from_tag  # the NOTIFY overtook the 200 to our SUBSCRIBE
+            step.new_dialog = True
+        elif from_tag and from_tag != self.remote_tag:
+            step.outgoing.append(Outgoing(response(message, 481, "No Subscription"), True))
+            return step
+        step.outgoing.append(Outgoing(response(message, 200, "OK"), True))
+        if message.body:
+            try:
+                ctype = message.content_type
+                if ctype is not None and ctype != CONTENT_TYPE:
+                    raise DialogInfoError(f"content type {ctype!r}")
+                step.documents.append(parse_dialog_info(message.body, max_size=MAX_BODY_BYTES))
+            except (DialogInfoError, SipParseError):
+                step.malformed += 1
+        if sub_state is not None and sub_state.is_terminated:
+            step.outgoing += self._terminated(sub_state.reason, sub_state.retry_after, now)
+        elif (
+            sub_state is not None
+            and sub_state.expires is not None
+            and self.state is SubState.ACTIVE
+        ):
+            refresh = now + max(sub_state.expires - min(60.0, sub_state.expires / 4), 1.0)
+            if self._deadline is None or refresh < self._deadline:
+                self._deadline = refresh
+        return step
+
+    def _terminated(
+        self, reason: str | None, retry_after: int | None, now: float
+    ) -> list[Outgoing]:
+        """RFC 6665 4.1.3: retry at once after `deactivated`/`timeout`, later otherwise."""
+        if reason in ("deactivated", "timeout") and retry_after is None:
+            self.failures = 0
+            self.state = SubState.WAITING
+            self.reason = f"terminated_{reason}"
+            self.subscribed_since = None
+            return self.start(now)
+        if reason in ("rejected", "noresource", "invariant") and retry_after is None:
+            return self._fail(now, f"terminated_{reason}", max(self.settings.backoff_cap, 60.0))
+        return self._fail(now, f"terminated_{reason or 'unknown'}", retry_after)

@@ -1,0 +1,117 @@
+"""REFER and its implicit subscription (RFC 3515, 4488) inside a watched phone's call leg.
+
+The phone's REFER opens a :class:`~bridge.hep.legs.ReferSubscription` keyed by its CSeq number
+(the ``id`` NOTIFYs carry); its answer and the NOTIFY sipfrags move it on. States only move
+forward, so a NOTIFY captured before the 202 leaves the 202 with nothing to report, and a NOTIFY
+captured before its REFER opens a placeholder that the REFER fills in.
+"""
+
+from __future__ import annotations
+
+from bridge.hep.legs import (
+    DialogChange,
+    Leg,
+    ReferAnswered,
+    ReferNotified,
+    ReferSent,
+    ReferSubscription,
+)
+from bridge.model import ReferState, TransferKind
+from bridge.sip import SipMessage, SipParseError
+
+__all__ = ["on_notify", "on_refer", "on_refer_answer"]
+
+
+def on_refer(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
+    """The phone sent a REFER in ``leg``."""
+    refer_to = msg.refer_to()
+    if refer_to is None:
+        return
+    try:
+        refer_sub = msg.refer_sub()
+    except SipParseError:
+        refer_sub = None
+    refer_id = str(msg.cseq.number)
+    refers = leg.refers
+    if refers is None:
+        refers = leg.refers = {}
+    refer = refers.get(refer_id)
+    if refer is None:
+        refer = refers.pop("", None) or ReferSubscription(refer_id)
+    elif refer.kind is not None:
+        return
+    refer.id = refer_id
+    refer.kind = TransferKind.BLIND if refer_to.replaces is None else TransferKind.ATTENDED
+    refer.target = refer_to.uri.user
+    refer.replaces = refer_to.replaces
+    refer.subscribed = refer_sub is not False
+    refers[refer_id] = refer
+    if not refer.final:
+        out.append(ReferSent(leg, refer))
+
+
+def on_refer_answer(leg: Leg, msg: SipMessage, code: int, out: list[DialogChange]) -> None:
+    """A final answer to one of the phone's REFERs in ``leg``."""
+    refers = leg.refers
+    if not refers or code < 200:
+        return
+    refer_id = str(msg.cseq.number)
+    refer = refers.get(refer_id)
+    if refer is None or refer.kind is None:
+        return
+    line = f"SIP/2.0 {code} {msg.reason or ''}".rstrip()
+    if code < 300:
+        if refer.state is ReferState.REQUESTED:
+            refer.state = ReferState.ACCEPTED
+            out.append(ReferAnswered(leg, refer, code, line))
+    elif code in (401, 407):
+        del refers[refer_id]  # the phone sends it again with credentials
+    elif not refer.final:
+        refer.state = ReferState.FAILED
+        refer.active = False
+        refer.sipfrag = line
+        out.append(ReferAnswered(leg, refer, code, line))
+
+
+def on_notify(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
+    """A NOTIFY to the phone in ``leg``; only ``Event: refer`` with a sipfrag matters."""
+    event = msg.event()
+    if event is None or event.package != "refer":
+        return
+    frag = msg.sipfrag()
+    sub_state = msg.header("subscription-state") or ""
+    refer = _refer_for(leg, event.id)
+    if sub_state.lstrip()[:10].lower() == "terminated":
+        refer.active = False
+    if frag is None or refer.final:
+        return
+    code = frag.status_code
+    if code < 200:
+        state = ReferState.TRYING
+    elif code < 300:
+        state = ReferState.SUCCEEDED
+    else:
+        state = ReferState.FAILED
+    if state is refer.state:
+        return
+    line = f"SIP/2.0 {code} {frag.reason}".rstrip()
+    refer.state = state
+    refer.sipfrag = line
+    if state is not ReferState.TRYING:
+        refer.active = False
+    out.append(ReferNotified(leg, refer, code, line))
+
+
+def _refer_for(leg: Leg, refer_id: str | None) -> ReferSubscription:
+    """The REFER a NOTIFY reports on: by ``id``, else the latest open one, else a placeholder."""
+    refers = leg.refers
+    if refers is None:
+        refers = leg.refers = {}
+    if refer_id is not None and refer_id in refers:
+        return refers[refer_id]
+    for refer in reversed(refers.values()):
+        if not refer.final or refer_id is None:
+            return refer
+    placeholder = ReferSubscription(refer_id or "")
+    refers[placeholder.id] = placeholder
+    return placeholder

@@ -1,0 +1,123 @@
+"""The SIP-over-HEP pipeline for one source: parse, de-duplicate, track dialogs, detect transfers.
+
+:class:`SipTracker` is what the HEP driver feeds, one SIP payload at a time; it owns the
+de-duplicator (:mod:`bridge.hep.dedup`), the dialog tracker (:mod:`bridge.hep.dialogs`) and the
+transfer detector (:mod:`bridge.hep.detector`), and returns the phone evidence they conclude.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from bridge.evidence import PhoneEvent
+from bridge.hep.dedup import DEFAULT_WINDOW, Deduplicator, message_key
+from bridge.hep.detector import TransferDetector
+from bridge.hep.dialogs import DialogTracker
+from bridge.hep.directory import PhoneDirectory
+from bridge.sip import SipMessage, SipParseError, parse_message
+
+__all__ = ["SipTracker", "TrackerStats"]
+
+
+class TrackerStats(NamedTuple):
+    """Counters of a :class:`SipTracker`."""
+
+    messages: int  # fed, including dropped ones
+    duplicates: int  # retransmissions and second captures
+    unmatched: int  # about no watched phone's dialog
+    dropped: int  # malformed
+    dialogs: int  # legs tracked now
+    dedupe_entries: int
+    events: int  # phone events produced
+
+
+class SipTracker:
+    """SIP messages of the watched phones in, :class:`PhoneEvent` out; sans-I/O.
+
+    ``at`` is the capture time (seconds since the epoch). Call :meth:`expire` with the current
+    time once :meth:`next_deadline` has passed to keep memory bounded.
+    """
+
+    def __init__(
+        self,
+        directory: PhoneDirectory,
+        source: str = "hep",
+        *,
+        contact_check: bool = True,
+        dedupe_window: float = DEFAULT_WINDOW,
+        linger: float = 32.0,
+        idle_max: float = 4 * 3600.0,
+        tick: float = 1.0,
+    ) -> None:
+        self.directory = directory
+        self.tick = tick  # deadlines are rounded up to this, so expiry runs in batches
+        self.dialogs = DialogTracker(
+            directory, contact_check=contact_check, linger=linger, idle_max=idle_max
+        )
+        self.detector = TransferDetector(source)
+        self.dedup = Deduplicator(dedupe_window)
+        self._messages = 0
+        self._duplicates = 0
+        self._unmatched = 0
+        self._dropped = 0
+        self._events = 0
+
+    def feed(self, msg: SipMessage, at: float) -> list[PhoneEvent]:
+        """Apply one parsed message; malformed headers count as dropped, never raise."""
+        self._messages += 1
+        dialogs = self.dialogs
+        try:
+            if not dialogs.may_concern(msg):
+                self._unmatched += 1
+                return []
+            if self.dedup.seen(message_key(msg), at):
+                self._duplicates += 1
+                return []
+            changes = dialogs.feed(msg, at)
+        except SipParseError:
+            self._dropped += 1
+            return []
+        if not changes:
+            return []
+        events = self.detector.events(changes, at)
+        self._events += len(events)
+        return events
+
+    def feed_bytes(self, data: bytes, at: float) -> list[PhoneEvent]:
+        """Parse and apply one datagram; unparseable input counts as dropped."""
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            self._messages += 1
+            self._dropped += 1
+            return []
+        return self.feed(msg, at)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` should next run (capture-time seconds, a multiple of ``tick``)."""
+        times = [
+            t for t in (self.dedup.next_deadline(), self.dialogs.next_deadline()) if t is not None
+        ]
+        if not times:
+            return None
+        tick = self.tick
+        return math.ceil(min(times) / tick) * tick if tick > 0 else min(times)
+
+    def expire(self, now: float) -> None:
+        """Forget de-duplication keys and dialogs that are past their time."""
+        self.dedup.expire(now)
+        self.detector.forget(self.dialogs.expire(now))
+
+    @property
+    def stats(self) -> TrackerStats:
+        """A snapshot of the counters."""
+        return TrackerStats(
+            messages=self._messages,
+            duplicates=self._duplicates,
+            unmatched=self._unmatched + self.dialogs.unmatched,
+            dropped=self._dropped,
+            dialogs=len(self.dialogs),
+            dedupe_entries=len(self.dedup),
+            events=self._events,
+        )

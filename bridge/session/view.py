@@ -1,0 +1,135 @@
+"""Sessions to and from JSON: the API view (with `actions`) and the stored record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.model import (
+    Binding,
+    Call,
+    CallState,
+    ConfirmedBy,
+    Conflict,
+    ConsultState,
+    Customer,
+    PhoneProgress,
+    ReferState,
+    Session,
+    SessionStatus,
+    Transfer,
+    TransferKind,
+    TransferState,
+)
+from bridge.session.machine import available_actions, open_refusal
+
+IN_PROGRESS = frozenset({TransferState.OFFERED, TransferState.DIALING, TransferState.CONFIRMING})
+
+
+def _conflict_json(conflict: Conflict | None) -> dict[str, Any] | None:
+    if conflict is None:
+        return None
+    return {
+        "desktop": conflict.desktop,
+        "phone": conflict.phone,
+        "at": conflict.at,
+        "detail": conflict.detail,
+    }
+
+
+def session_view(session: Session, transfer_enabled: bool) -> dict[str, Any]:
+    """The session as desktop-api.md shows it to the desktop."""
+    data = session_record(session)
+    transfer = data["transfer"]
+    del transfer["agent_said"]
+    refusal = None
+    if session.transfer.state not in IN_PROGRESS:
+        refusal = open_refusal(session, transfer_enabled)
+    transfer["unavailable"] = (
+        None if refusal is None else {"code": refusal.code, "message": refusal.message}
+    )
+    data["actions"] = available_actions(session, transfer_enabled)
+    del data["updated_at"]
+    return data
+
+
+def session_record(session: Session) -> dict[str, Any]:
+    """Everything about a session as plain JSON, for the store."""
+    t = session.transfer
+    customer: dict[str, Any] = {"number": session.customer.number}
+    if session.customer.name is not None:
+        customer["name"] = session.customer.name
+    return {
+        "id": session.id,
+        "account_id": session.account_id,
+        "agent_id": session.agent_id,
+        "version": session.version,
+        "status": session.status.value,
+        "customer": customer,
+        "call": {
+            "state": session.call.state.value,
+            "sip_call_id": session.call.sip_call_id,
+            "since": session.call.since,
+            "binding": session.call.binding.value,
+        },
+        "transfer": {
+            "state": t.state.value,
+            "kind": t.kind.value if t.kind else None,
+            "target": t.target,
+            "confirmed_by": t.confirmed_by.value if t.confirmed_by else None,
+            "phone": {
+                "consult": t.phone.consult.value,
+                "refer": t.phone.refer.value,
+                "last_sipfrag": t.phone.last_sipfrag,
+                "proved_by": t.phone.proved_by,
+                "final_at": t.phone.final_at,
+            },
+            "conflict": _conflict_json(t.conflict),
+            "acknowledged": t.acknowledged,
+            "agent_said": t.agent_said,
+        },
+        "result": session.result,
+        "created_at": session.created_at,
+        "ended_at": session.ended_at,
+        "updated_at": session.updated_at,
+    }
+
+
+def session_from_record(data: dict[str, Any]) -> Session:
+    """Inverse of `session_record`."""
+    t = data["transfer"]
+    c = data["call"]
+    conflict = t.get("conflict")
+    return Session(
+        account_id=data["account_id"],
+        id=data["id"],
+        agent_id=data["agent_id"],
+        customer=Customer(data["customer"]["number"], data["customer"].get("name")),
+        created_at=data["created_at"],
+        version=data["version"],
+        status=SessionStatus(data["status"]),
+        call=Call(
+            state=CallState(c["state"]),
+            sip_call_id=c.get("sip_call_id"),
+            since=c.get("since"),
+            binding=Binding(c.get("binding", "none")),
+        ),
+        transfer=Transfer(
+            state=TransferState(t["state"]),
+            kind=TransferKind(t["kind"]) if t.get("kind") else None,
+            target=t.get("target"),
+            confirmed_by=ConfirmedBy(t["confirmed_by"]) if t.get("confirmed_by") else None,
+            phone=PhoneProgress(
+                consult=ConsultState(t["phone"]["consult"]),
+                refer=ReferState(t["phone"]["refer"]),
+                last_sipfrag=t["phone"].get("last_sipfrag"),
+                proved_by=t["phone"].get("proved_by"),
+                final_at=t["phone"].get("final_at"),
+            ),
+            conflict=Conflict(**conflict) if conflict else None,
+            acknowledged=t.get("acknowledged", False),
+            agent_said=t.get("agent_said"),
+        ),
+        result=data.get("result"),
+        ended_at=data.get("ended_at"),
+        updated_at=data.get("updated_at"),
+    )

@@ -1,0 +1,98 @@
+"""The phone sources of one bridge: started with the app, fed into one ordered evidence queue.
+
+One module per source, the same name as its pure core in `bridge/` and its sockets in
+`phone_drivers/`: `hep`, `ami`, `dialog`, `deskphone`. Each configured source is an object with
+`name`, `health()`, `sync_phones(agents)`, `start()` and `close()`; what it concludes goes to
+:class:`~desktop_api.sources.pump.EvidencePump`, which applies it in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from bridge.model import Agent
+from desktop_api.sources import ami, dialog, hep
+from desktop_api.sources.pump import EvidencePump
+
+__all__ = ["RunningSources", "Source", "running_sources"]
+
+
+class Source(Protocol):
+    """What every configured source offers the app."""
+
+    name: str
+
+    def health(self) -> dict[str, Any]: ...
+    def sync_phones(self, agents: Iterable[Agent]) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(eq=False)  # a Collector is registered by identity
+class RunningSources(Collector):
+    """The configured sources of one app, by kind, and the queue they feed."""
+
+    pump: EvidencePump
+    hep: list[hep.HepSource] = field(default_factory=list)
+    ami: list[ami.AmiSource] = field(default_factory=list)
+    dialog: list[dialog.DialogSource] = field(default_factory=list)
+
+    def all(self) -> list[Source]:
+        """Every source, in configuration order per kind."""
+        return [*self.hep, *self.ami, *self.dialog]
+
+    def sync_phones(self, agents: Iterable[Agent]) -> None:
+        """Tell every source which phones to watch (at start and whenever agents change)."""
+        agents = list(agents)
+        for source in self.all():
+            source.sync_phones(agents)
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus families of every source and of the queue, read at scrape time."""
+        yield from hep.collect(self.hep)
+        yield from ami.collect(self.ami)
+        yield from self.pump.collect()
+        yield from dialog.collect(self.dialog)
+
+
+@contextlib.asynccontextmanager
+async def running_sources(
+    config: dict[str, list[dict[str, Any]]],
+    pump: EvidencePump,
+    agents: Iterable[Agent],
+    health: dict[str, Any],
+    registry: Any,
+) -> AsyncIterator[RunningSources]:
+    """Start every configured source and the pump; a source that cannot start is reported in
+    /healthz, never fatal. Each starts watching `agents`' phones; when agents change, call
+    `RunningSources.sync_phones`."""
+    sources = RunningSources(
+        pump,
+        [hep.HepSource(i, e, pump) for i, e in enumerate(config.get("hep", []))],
+        [ami.AmiSource(i, e, pump) for i, e in enumerate(config.get("ami", []))],
+        [dialog.DialogSource(i, e, pump) for i, e in enumerate(config.get("dialog", []))],
+    )
+    for source in sources.all():
+        health[source.name] = source.health
+    sources.sync_phones(agents)
+    registry.register(sources)
+    runner = asyncio.create_task(pump.run(), name="evidence-pump")
+    try:
+        for source in sources.all():
+            await source.start()
+        yield sources
+    finally:
+        for source in sources.all():
+            await source.close()
+        await pump.drain()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        registry.unregister(sources)
