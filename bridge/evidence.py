@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import (
+    PROVING_GRADES,
+    CallState,
+    ConsultState,
+    FailureCause,
+    ProofGrade,
+    ReferState,
+    TransferKind,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +51,37 @@ class TransferProgressed:
 
 
 @dataclass(frozen=True, slots=True)
-class TransferSucceeded:
-    """Proof that the customer is connected to the target (2xx sipfrag, replaced dialog...)."""
+class TransferReported:
+    """The PBX (or transferee) reported success: a 2xx sipfrag for a blind or semi-attended
+    REFER, AMI `BlindTransfer`/early `AttendedTransfer` Success. Not proof: Asterisk sends it
+    before anyone answers (early media, `refer_blind_progress=no`, a ringing consult)."""
 
     reason: str
     sipfrag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class TransferFailed:
-    """Proof that the customer did not reach the target (3xx-6xx sipfrag, rejected REFER...)."""
+class TransferSucceeded:
+    """Proof from the target's side that a person there has the customer: the target's leg
+    answered carrying the customer, or an answered consult replaced (`proof` says which)."""
 
     reason: str
     sipfrag: str | None = None
+    proof: ProofGrade = ProofGrade.TARGET_ANSWERED
+
+    def __post_init__(self) -> None:
+        if self.proof not in PROVING_GRADES:
+            raise ValueError(f"{self.proof} is not proof; report it as TransferReported")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    """The customer did not reach the target (target busy/rejected/unanswered, 3xx-6xx sipfrag,
+    rejected REFER, customer gone); `cause` names why."""
+
+    reason: str
+    sipfrag: str | None = None
+    cause: FailureCause = FailureCause.TRANSFER_FAILED
 
 
 Observation = (
@@ -63,6 +89,7 @@ Observation = (
     | ConsultChanged
     | TransferRequested
     | TransferProgressed
+    | TransferReported
     | TransferSucceeded
     | TransferFailed
 )
@@ -102,8 +129,20 @@ def describe(observation: Observation) -> dict[str, str | None]:
             return {"type": "transfer_requested", "kind": kind.value, "target": target}
         case TransferProgressed(refer=refer, sipfrag=sipfrag):
             return {"type": "transfer_progress", "refer": refer.value, "sipfrag": sipfrag}
-        case TransferSucceeded(reason=reason, sipfrag=sipfrag):
-            return {"type": "transfer_succeeded", "reason": reason, "sipfrag": sipfrag}
-        case TransferFailed(reason=reason, sipfrag=sipfrag):
-            return {"type": "transfer_failed", "reason": reason, "sipfrag": sipfrag}
+        case TransferReported(reason=reason, sipfrag=sipfrag):
+            return {"type": "transfer_reported", "reason": reason, "sipfrag": sipfrag}
+        case TransferSucceeded(reason=reason, sipfrag=sipfrag, proof=proof):
+            return {
+                "type": "transfer_succeeded",
+                "reason": reason,
+                "sipfrag": sipfrag,
+                "proof": proof.value,
+            }
+        case TransferFailed(reason=reason, sipfrag=sipfrag, cause=cause):
+            return {
+                "type": "transfer_failed",
+                "reason": reason,
+                "sipfrag": sipfrag,
+                "cause": cause.value,
+            }
     raise AssertionError(f"unknown observation {observation!r}")  # pragma: no cover

@@ -49,10 +49,55 @@ class TransferState(StrEnum):
 
 
 class TransferKind(StrEnum):
-    """Blind (REFER to a number) or attended (consult first, REFER with Replaces)."""
+    """Blind (REFER to a number), attended (consult answered first, REFER with Replaces) or
+    semi-attended (REFER with Replaces while the consult still rings: nobody has answered)."""
 
     BLIND = "blind"
     ATTENDED = "attended"
+    SEMI_ATTENDED = "semi_attended"
+
+
+class ProofGrade(StrEnum):
+    """How strong the phone side's word that the customer reached the target is.
+
+    Only the two target-side grades prove a transfer. A PBX's own report (a NOTIFY sipfrag 200,
+    AMI `BlindTransfer`/`AttendedTransfer` Success) comes before anyone answers in ordinary
+    set-ups (early media, `refer_blind_progress=no`, a semi-attended consult), so it only
+    informs the agent, whose Yes/No then decides.
+    """
+
+    NONE = "none"
+    PBX_REPORTED = "pbx_reported"
+    TARGET_ANSWERED = "target_answered"
+    CONSULT_REPLACED = "consult_replaced"
+
+
+PROVING_GRADES = frozenset({ProofGrade.TARGET_ANSWERED, ProofGrade.CONSULT_REPLACED})
+
+
+class FailureCause(StrEnum):
+    """Why the phone side says a transfer attempt failed."""
+
+    TARGET_BUSY = "target_busy"
+    TARGET_REJECTED = "target_rejected"
+    TARGET_NO_ANSWER = "target_no_answer"
+    TARGET_UNAVAILABLE = "target_unavailable"
+    CUSTOMER_HUNG_UP = "customer_hung_up"
+    REFER_REJECTED = "refer_rejected"
+    TRANSFER_FAILED = "transfer_failed"
+
+
+def failure_cause_of_status(code: int) -> FailureCause:
+    """The cause a SIP final status (of the target's leg or a sipfrag) names."""
+    if code in (486, 600):
+        return FailureCause.TARGET_BUSY
+    if code in (603, 403, 607, 608):
+        return FailureCause.TARGET_REJECTED
+    if code in (408, 480, 487):
+        return FailureCause.TARGET_NO_ANSWER
+    if code in (404, 410, 484, 485, 502, 503, 504, 604):
+        return FailureCause.TARGET_UNAVAILABLE
+    return FailureCause.TRANSFER_FAILED
 
 
 class ConfirmedBy(StrEnum):
@@ -187,6 +232,14 @@ class PhoneProgress:
     last_sipfrag: str | None = None
     proved_by: str | None = None  # the source whose evidence gave the final outcome
     final_at: str | None = None  # when that source saw it (RFC 3339)
+    proof: ProofGrade = ProofGrade.NONE  # the strongest word on success so far
+    proof_reason: str | None = None  # the evidence behind `proof`
+    failure: FailureCause | None = None  # why the phone side says the attempt failed
+    handoff_at: str | None = None  # when the target answered with the customer (source time)
+    pbx_reported_at: str | None = None  # when the PBX reported success (source time)
+    # The bridge's own time of the final outcome: same-attempt decisions across sources use
+    # it, never a source's clock (a capture host may be skewed or a capture replayed).
+    decided_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

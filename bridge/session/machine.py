@@ -8,6 +8,7 @@ where they disagree the phone wins and the disagreement is kept as `transfer.con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from bridge.evidence import (
     PhoneEvidence,
     TransferFailed,
     TransferProgressed,
+    TransferReported,
     TransferRequested,
     TransferSucceeded,
     describe,
@@ -30,10 +32,13 @@ from bridge.model import (
     ConfirmedBy,
     Conflict,
     ConsultState,
+    PhoneProgress,
+    ProofGrade,
     ReferState,
     Session,
     SessionStatus,
     Transfer,
+    TransferKind,
     TransferState,
 )
 
@@ -118,27 +123,32 @@ def open_refusal(session: Session, transfer_enabled: bool) -> TransferNotAllowed
     return None
 
 
+# What each offered action needs besides the table's "from" states (rules 3 and 6 for `open`
+# live in `open_refusal`). `actions` is derived from STEPS and these, in flow order.
+GUARDS: dict[Action, Callable[[Session, bool], bool]] = {
+    Action.OPEN: lambda session, enabled: open_refusal(session, enabled) is None,
+    Action.INTERNAL: lambda session, enabled: session.call.state in ON_CALL,
+    Action.ACKNOWLEDGE: lambda session, enabled: not session.transfer.acknowledged,
+}
+
+
 def available_actions(session: Session, transfer_enabled: bool) -> list[str]:
     """The contract's `actions`: what the desktop may offer now, in flow order."""
     if session.status is SessionStatus.ENDED:
         return []
-    transfer = session.transfer
-    state = transfer.state
-    actions: list[str] = []
-    if open_refusal(session, transfer_enabled) is None:
-        actions.append("transfer.open")
-    if state in STEPS[Action.DISMISS][0]:
-        actions.append("transfer.dismiss")
-    if state is TransferState.OFFERED and session.call.state in ON_CALL:
-        actions.append("transfer.internal")
-    if state is TransferState.DIALING:
-        actions.append("transfer.next")
-    if state is TransferState.CONFIRMING:
-        actions += ["transfer.confirm", "transfer.deny"]
-    if state is TransferState.TRANSFERRED and not transfer.acknowledged:
-        actions.append("transfer.acknowledge")
+    state = session.transfer.state
+    actions = [
+        f"transfer.{action}"
+        for action, (allowed_from, _) in STEPS.items()
+        if (action is Action.OPEN or state in allowed_from)
+        and GUARDS.get(action, _always)(session, transfer_enabled)
+    ]
     actions.append("end")
     return actions
+
+
+def _always(session: Session, transfer_enabled: bool) -> bool:
+    return True
 
 
 # --- desktop steps ---------------------------------------------------------------------------
@@ -307,9 +317,20 @@ def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Ou
                 and transfer.confirmed_by in PHONE_PROVED
             ):
                 return Outcome(session, (_noted(entry, "already_transferred"),), False)
-            if _same_attempt_elsewhere(transfer, evidence):
+            if _same_attempt_elsewhere(transfer, evidence, now):
                 return Outcome(session, (_noted(entry, "same_attempt_other_source"),), False)
+            if _reported_attempt(transfer):
+                # The PBX already reported this attempt; a slower source's view of its request
+                # must not turn the report back into a request. A semi-attended kind refines it.
+                if kind is TransferKind.SEMI_ATTENDED and transfer.kind is not kind:
+                    return _phone_change(session, replace(transfer, kind=kind), entry, now)
+                return Outcome(session, (_noted(entry, "same_attempt"),), False)
+            if transfer.kind is TransferKind.SEMI_ATTENDED and kind is TransferKind.ATTENDED:
+                kind = transfer.kind  # another source saw the same REFER; one knew the consult rang
             phone = replace(transfer.phone, refer=ReferState.REQUESTED)
+            if transfer.phone.refer is ReferState.FAILED:
+                # A new attempt on the phone: the last one's outcome stays in the audit only.
+                phone = PhoneProgress(consult=transfer.phone.consult, refer=ReferState.REQUESTED)
             new_transfer = replace(
                 transfer, kind=kind, target=target or transfer.target, phone=phone
             )
@@ -325,6 +346,8 @@ def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Ou
             if phone == transfer.phone:
                 return Outcome(session, (_noted(entry, "duplicate"),), False)
             return _phone_change(session, replace(transfer, phone=phone), entry, now)
+        case TransferReported(sipfrag=sipfrag, reason=reason):
+            return _phone_reported(session, reason, sipfrag, evidence, entry, now)
         case TransferSucceeded():
             return _phone_succeeded(session, obs, evidence, entry, now)
         case TransferFailed():
@@ -359,18 +382,29 @@ def _seconds_between(a: str, b: str) -> float | None:
         return None
 
 
-def _same_attempt_elsewhere(transfer: Transfer, evidence: PhoneEvidence) -> bool:
+def _same_attempt_elsewhere(transfer: Transfer, evidence: PhoneEvidence, now: str) -> bool:
     """A transfer request another source already saw finish: the same attempt, not a new one.
 
     A new attempt after a failure is allowed (rule 6); what tells it apart from a slower
-    source's report of the finished one is the source and the time (seconds apart).
+    source's report of the finished one is the source and the time (seconds apart), measured
+    on the bridge's own clock: sources' clocks differ, and a replayed capture's are old.
     """
     if transfer.phone.refer not in (ReferState.SUCCEEDED, ReferState.FAILED):
         return False
-    if not _other_source(transfer, evidence) or transfer.phone.final_at is None:
+    decided_at = transfer.phone.decided_at
+    if not _other_source(transfer, evidence) or decided_at is None:
         return False
-    gap = _seconds_between(evidence.at, transfer.phone.final_at)
+    gap = _seconds_between(now, decided_at)
     return gap is not None and gap <= SAME_ATTEMPT_SECONDS
+
+
+def _reported_attempt(transfer: Transfer) -> bool:
+    """The PBX reported success for the current attempt and nothing settled it yet."""
+    return (
+        transfer.phone.proof is ProofGrade.PBX_REPORTED
+        and transfer.phone.refer is ReferState.SUCCEEDED
+        and transfer.state is not TransferState.FAILED
+    )
 
 
 def _consult_moves_on(current: ConsultState, new: ConsultState) -> bool:
@@ -400,6 +434,34 @@ def _phone_change(session: Session, transfer: Transfer, entry: AuditEntry, now: 
     return Outcome(new, (entry,), True)
 
 
+def _phone_reported(
+    session: Session,
+    reason: str,
+    sipfrag: str | None,
+    evidence: PhoneEvidence,
+    entry: AuditEntry,
+    now: str,
+) -> Outcome:
+    """The PBX says the transfer went through. Shown, never taken as proof: the agent's Yes/No
+    (or later target-side evidence) decides."""
+    transfer = session.transfer
+    phone = transfer.phone
+    if phone.refer is ReferState.FAILED or phone.proof is not ProofGrade.NONE:
+        note = "after_final" if phone.refer is ReferState.FAILED else "duplicate"
+        return Outcome(session, (_noted(entry, note),), False)
+    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
+        return Outcome(session, (_noted(entry, "after_success"),), False)
+    new_phone = replace(
+        phone,
+        refer=ReferState.SUCCEEDED,
+        last_sipfrag=sipfrag or phone.last_sipfrag,
+        proof=ProofGrade.PBX_REPORTED,
+        proof_reason=reason,
+        pbx_reported_at=evidence.at,
+    )
+    return _phone_change(session, replace(transfer, phone=new_phone), entry, now)
+
+
 def _phone_succeeded(
     session: Session, obs: TransferSucceeded, evidence: PhoneEvidence, entry: AuditEntry, now: str
 ) -> Outcome:
@@ -417,6 +479,11 @@ def _phone_succeeded(
         last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
         proved_by=evidence.source,
         final_at=evidence.at,
+        decided_at=now,
+        proof=obs.proof,
+        proof_reason=obs.reason,
+        failure=None,
+        handoff_at=evidence.at,
     )
     agent_confirmed = transfer.state is TransferState.TRANSFERRED  # confirmed by the agent alone
     new_transfer = replace(
@@ -456,6 +523,8 @@ def _phone_failed(
         last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
         proved_by=evidence.source,
         final_at=evidence.at,
+        decided_at=now,
+        failure=obs.cause,
     )
     new_transfer = replace(
         transfer, state=TransferState.FAILED, phone=phone, confirmed_by=None, acknowledged=False

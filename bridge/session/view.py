@@ -12,7 +12,9 @@ from bridge.model import (
     Conflict,
     ConsultState,
     Customer,
+    FailureCause,
     PhoneProgress,
+    ProofGrade,
     ReferState,
     Session,
     SessionStatus,
@@ -41,6 +43,7 @@ def session_view(session: Session, transfer_enabled: bool) -> dict[str, Any]:
     data = session_record(session)
     transfer = data["transfer"]
     del transfer["agent_said"]
+    del transfer["phone"]["decided_at"]  # the bridge's bookkeeping, not the phone's word
     refusal = None
     if session.transfer.state not in IN_PROGRESS:
         refusal = open_refusal(session, transfer_enabled)
@@ -82,6 +85,12 @@ def session_record(session: Session) -> dict[str, Any]:
                 "last_sipfrag": t.phone.last_sipfrag,
                 "proved_by": t.phone.proved_by,
                 "final_at": t.phone.final_at,
+                "proof": t.phone.proof.value,
+                "proof_reason": t.phone.proof_reason,
+                "failure": t.phone.failure.value if t.phone.failure else None,
+                "handoff_at": t.phone.handoff_at,
+                "pbx_reported_at": t.phone.pbx_reported_at,
+                "decided_at": t.phone.decided_at,
             },
             "conflict": _conflict_json(t.conflict),
             "acknowledged": t.acknowledged,
@@ -92,6 +101,24 @@ def session_record(session: Session) -> dict[str, Any]:
         "ended_at": session.ended_at,
         "updated_at": session.updated_at,
     }
+
+
+def _phone_from_record(p: dict[str, Any]) -> PhoneProgress:
+    """Records written before proof grades existed load with `proof: none`."""
+    failure = p.get("failure")
+    return PhoneProgress(
+        consult=ConsultState(p["consult"]),
+        refer=ReferState(p["refer"]),
+        last_sipfrag=p.get("last_sipfrag"),
+        proved_by=p.get("proved_by"),
+        final_at=p.get("final_at"),
+        proof=ProofGrade(p.get("proof", "none")),
+        proof_reason=p.get("proof_reason"),
+        failure=FailureCause(failure) if failure else None,
+        handoff_at=p.get("handoff_at"),
+        pbx_reported_at=p.get("pbx_reported_at"),
+        decided_at=p.get("decided_at"),
+    )
 
 
 def session_from_record(data: dict[str, Any]) -> Session:
@@ -118,13 +145,7 @@ def session_from_record(data: dict[str, Any]) -> Session:
             kind=TransferKind(t["kind"]) if t.get("kind") else None,
             target=t.get("target"),
             confirmed_by=ConfirmedBy(t["confirmed_by"]) if t.get("confirmed_by") else None,
-            phone=PhoneProgress(
-                consult=ConsultState(t["phone"]["consult"]),
-                refer=ReferState(t["phone"]["refer"]),
-                last_sipfrag=t["phone"].get("last_sipfrag"),
-                proved_by=t["phone"].get("proved_by"),
-                final_at=t["phone"].get("final_at"),
-            ),
+            phone=_phone_from_record(t["phone"]),
             conflict=Conflict(**conflict) if conflict else None,
             acknowledged=t.get("acknowledged", False),
             agent_said=t.get("agent_said"),

@@ -44,7 +44,8 @@ def new_session() -> Session:
 def feed(s: Session, *items: tuple[str, float, Observation]) -> tuple[Session, list[AuditEntry]]:
     trail: list[AuditEntry] = []
     for source, seconds, obs in items:
-        outcome = apply_evidence(s, PhoneEvidence(source, at(seconds), obs), now=NOW)
+        # Here each source's clock agrees with the bridge's; see the skew test below.
+        outcome = apply_evidence(s, PhoneEvidence(source, at(seconds), obs), now=at(seconds))
         s = outcome.session
         trail.extend(outcome.audit)
     return s, trail
@@ -52,7 +53,7 @@ def feed(s: Session, *items: tuple[str, float, Observation]) -> tuple[Session, l
 
 REQ = TransferRequested(TransferKind.BLIND, "1002")
 ACCEPTED = TransferProgressed(ReferState.ACCEPTED, "SIP/2.0 202 Accepted")
-HEP_OK = TransferSucceeded("notify_2xx", OK)
+HEP_OK = TransferSucceeded("target_leg_answered", OK)
 AMI_OK = TransferSucceeded("pbx_target_answered")
 HEP_BUSY = TransferFailed("notify_failure", BUSY)
 AMI_BUSY = TransferFailed("pbx_dial_busy")
