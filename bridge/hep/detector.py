@@ -1,10 +1,20 @@
 """Transfer detection: dialog changes become the phone evidence the session machine consumes.
 
 Every event is about the agent phone's call with the customer: consult progress and REFER
-evidence carry that call's Call-ID and the customer's number. A transfer succeeds only on proof
-(a 2xx sipfrag NOTIFY for the REFER, or an answered INVITE with Replaces naming the consult or
-the customer dialog); it fails on a 3xx-6xx sipfrag, a rejected REFER, or the customer hanging
-up while a consult or transfer is under way. A 202, or the PBX's BYE after a REFER, proves
+evidence carry that call's Call-ID and the customer's number.
+
+Strong evidence, from the target's side (``TransferSucceeded``): the leg toward the target
+answered while carrying the customer (after a blind REFER, or the consult's far leg after a
+semi-attended one), an answered INVITE with Replaces naming the consult or the customer dialog,
+or a 2xx NOTIFY for a REFER with Replaces whose consult had been answered.
+
+Weak evidence (``TransferReported``): a 2xx NOTIFY for a blind or semi-attended REFER. Asterisk
+sends it at the first media frame toward the customer (ringback, early media, an announcement),
+at once with ``refer_blind_progress=no``, and for a ringing consult: before anyone answers.
+
+Failure (``TransferFailed`` with a cause): every leg toward the target ended unanswered (486,
+603, 487 after a CANCEL...), a 3xx-6xx sipfrag, a rejected REFER, or the customer hanging up
+while a consult or transfer is under way. A 202, or the PBX's BYE after a REFER, proves
 nothing. :class:`bridge.hep.tracker.SipTracker` feeds it.
 """
 
@@ -20,10 +30,12 @@ from bridge.evidence import (
     PhoneEvidence,
     TransferFailed,
     TransferProgressed,
+    TransferReported,
     TransferRequested,
     TransferSucceeded,
 )
 from bridge.hep.legs import (
+    TARGET_ROLES,
     DialogChange,
     DialogReplaced,
     HoldChanged,
@@ -38,7 +50,15 @@ from bridge.hep.legs import (
     ReferNotified,
     ReferSent,
 )
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import (
+    CallState,
+    ConsultState,
+    FailureCause,
+    ProofGrade,
+    ReferState,
+    TransferKind,
+    failure_cause_of_status,
+)
 from bridge.timefmt import Rfc3339Stamps
 
 __all__ = ["TransferDetector"]
@@ -52,6 +72,9 @@ _PENDING = frozenset({ReferState.REQUESTED, ReferState.ACCEPTED, ReferState.TRYI
 # Observations are immutable: the common ones are shared rather than built per event.
 _CALL_STATE = {state: CallStateChanged(state) for state in CallState}
 _ACCEPTED = TransferProgressed(ReferState.ACCEPTED)
+_CUSTOMER_HUNG_UP = TransferFailed("customer_hung_up", None, FailureCause.CUSTOMER_HUNG_UP)
+_TARGET_ANSWERED = TransferSucceeded("target_leg_answered", None, ProofGrade.TARGET_ANSWERED)
+_REPLACED = TransferSucceeded("dialog_replaced", None, ProofGrade.CONSULT_REPLACED)
 
 
 class TransferDetector:
@@ -62,7 +85,7 @@ class TransferDetector:
     def __init__(self, source: str) -> None:
         self.source = source
         self._stamp = Rfc3339Stamps()
-        self._proven: set[Leg] = set()  # customer calls whose transfer success was reported
+        self._proven: set[Leg] = set()  # customer calls whose transfer was proven or failed
 
     def events(self, changes: Iterable[DialogChange], at: float) -> list[PhoneEvent]:
         """The phone events for these changes, observed at capture time ``at``."""
@@ -85,6 +108,12 @@ class TransferDetector:
 
     def _observe(self, change: DialogChange, out: list[tuple[Leg, Observation]]) -> None:
         match change:
+            case LegAnswered(leg=leg) if leg.role in TARGET_ROLES:
+                self._target_answered(leg, out)
+            case LegEnded(leg=leg) if leg.role in TARGET_ROLES:
+                self._target_ended(change, out)
+            case LegStarted(leg=leg) | LegRinging(leg=leg) if leg.role in TARGET_ROLES:
+                pass  # the target's phone rings: nothing is proven yet
             case LegStarted(leg=leg) | LegRinging(leg=leg) | LegAnswered(leg=leg):
                 customer = leg.customer
                 if leg.role is LegRole.CONSULT and customer is not None:
@@ -106,6 +135,11 @@ class TransferDetector:
                     target = leg.remote if leg.role is LegRole.CONSULT else refer.target
                     kind = refer.kind or TransferKind.BLIND
                     out.append((call, TransferRequested(kind, target)))
+                    if kind is TransferKind.SEMI_ATTENDED:
+                        # The target may have answered as the phone pressed Transfer.
+                        answered = _answered_target(call, LegRole.CONSULT_TARGET)
+                        if answered is not None:
+                            self._target_answered(answered, out)
             case ReferAnswered(leg=leg, code=code, status_line=line):
                 call = leg.customer_leg
                 if call in self._proven:
@@ -113,18 +147,25 @@ class TransferDetector:
                 if code < 300:
                     out.append((call, _ACCEPTED))
                 else:
-                    self._failed(call, TransferFailed("refer_rejected", line), out)
-            case ReferNotified(leg=leg, code=code, sipfrag=line):
+                    failure = TransferFailed("refer_rejected", line, FailureCause.REFER_REJECTED)
+                    self._failed(call, failure, out)
+            case ReferNotified(leg=leg, refer=refer, code=code, sipfrag=line):
                 call = leg.customer_leg
-                if call in self._proven:
-                    return
                 if code < 200:
-                    out.append((call, TransferProgressed(ReferState.TRYING, line)))
-                elif code < 300:
+                    if call not in self._proven:
+                        out.append((call, TransferProgressed(ReferState.TRYING, line)))
+                elif code < 300 and refer.consult_confirmed:
                     self._proven.add(call)
-                    out.append((call, TransferSucceeded("notify_2xx", line)))
+                    proof = ProofGrade.CONSULT_REPLACED
+                    success = TransferSucceeded("notify_2xx_consult_answered", line, proof)
+                    out.append((call, success))
+                elif code < 300:
+                    # Reported even after the target's answer proved it: the audit keeps the
+                    # PBX's word, and the view its final sipfrag.
+                    out.append((call, TransferReported("notify_2xx", line)))
                 else:
-                    self._failed(call, TransferFailed("notify_failure", line), out)
+                    cause = failure_cause_of_status(code)
+                    self._failed(call, TransferFailed("notify_failure", line, cause), out)
             case DialogReplaced(leg=leg):
                 self._replaced(leg, out)
 
@@ -144,9 +185,38 @@ class TransferDetector:
             and not leg.replaced
             and _in_progress(leg)
         ):
-            out.append((leg, TransferFailed("customer_hung_up")))
+            out.append(
+                (leg, TransferFailed("customer_hung_up", None, FailureCause.CUSTOMER_HUNG_UP))
+            )
         if answered or (change.prior is LegState.EARLY and not leg.outgoing):
             out.append((leg, _CALL_STATE[CallState.ENDED]))
+
+    def _target_answered(self, leg: Leg, out: list[tuple[Leg, Observation]]) -> None:
+        """A leg toward the target answered: proof, if that is where the transfer went."""
+        call = leg.customer
+        if call is None or call in self._proven or _awaited_refer(call, leg.role) is None:
+            return  # e.g. the consult's far leg answering an ordinary consult
+        self._proven.add(call)
+        out.append(
+            (call, TransferSucceeded("target_leg_answered", None, ProofGrade.TARGET_ANSWERED))
+        )
+
+    def _target_ended(self, change: LegEnded, out: list[tuple[Leg, Observation]]) -> None:
+        """A leg toward the target ended unanswered: failure once no other one is left."""
+        leg = change.leg
+        call = leg.customer
+        if change.prior is LegState.CONFIRMED or call is None or call in self._proven:
+            return
+        if _awaited_refer(call, leg.role) is None:
+            return
+        if any(
+            t.role is leg.role and t.state is not LegState.TERMINATED for t in call.targets or ()
+        ):
+            return  # another leg toward the target (a ring group, a hunt) may still answer
+        code = change.code
+        cause = failure_cause_of_status(code) if code else FailureCause.TARGET_NO_ANSWER
+        self._proven.add(call)
+        self._failed(call, TransferFailed("target_leg_failed", change.status, cause), out)
 
     def _failed(
         self, call: Leg, failure: TransferFailed, out: list[tuple[Leg, Observation]]
@@ -175,7 +245,26 @@ class TransferDetector:
             return  # e.g. a call picked up by another phone: no transfer of ours
         if call is not None and call not in self._proven:
             self._proven.add(call)
-            out.append((call, TransferSucceeded("dialog_replaced")))
+            out.append(
+                (call, TransferSucceeded("dialog_replaced", None, ProofGrade.CONSULT_REPLACED))
+            )
+
+
+def _awaited_refer(call: Leg, role: LegRole) -> TransferKind | None:
+    """The kind of the call's transfer whose outcome a leg of ``role`` decides, if any: a blind
+    REFER for a TARGET leg, a semi-attended one for the consult's far leg."""
+    wanted = TransferKind.BLIND if role is LegRole.TARGET else TransferKind.SEMI_ATTENDED
+    for refer in call.all_refers():
+        if refer.kind is wanted and refer.state is not ReferState.FAILED:
+            return wanted
+    return None
+
+
+def _answered_target(call: Leg, role: LegRole) -> Leg | None:
+    for leg in call.targets or ():
+        if leg.role is role and leg.state is LegState.CONFIRMED:
+            return leg
+    return None
 
 
 def _in_progress(call: Leg) -> bool:

@@ -3,8 +3,18 @@
 Each watched phone's side of an INVITE dialog is a :class:`~bridge.hep.legs.Leg`: set up by
 INVITE/1xx/2xx, ended by BYE, CANCEL or an error, put on hold and back by re-INVITE/UPDATE SDP,
 carrying the REFERs the phone sends and the NOTIFYs it gets back. A second outgoing call while a
-call is up is the *consult* of that call. Time is the capture time passed in as ``at``; memory
-is bounded by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports.
+call is up is the *consult* of that call. Dialog states move only along
+:data:`~bridge.hep.legs.LEG_STEPS`.
+
+Proof of a transfer comes from the target's side, so the tracker also follows legs the phone is
+not on: after a blind REFER, a new INVITE whose caller is the customer (the PBX's or the
+transferee's leg toward the target); after the phone starts a consult, a new INVITE whose caller
+is the agent (the PBX's leg toward the consult target, whose answer proves a semi-attended
+transfer). Both are seen when the capture point sees that side (a PBX-side capture does).
+
+Time is the bridge's own receive time, ``now``, never a capture timestamp: a replayed capture or
+a capture host whose clock is off must not decide when a dialog is forgotten. Memory is bounded
+by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports.
 
 Through a back-to-back PBX the agent's identity also appears on the PBX's *other* leg (the
 customer's INVITE to the PBX is addressed to the agent's extension; the PBX's INVITE to a
@@ -18,29 +28,51 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from typing import NamedTuple
 
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.hold import on_offer, on_offer_answer
 from bridge.hep.legs import (
+    LEG_STEPS,
+    TARGET_ROLES,
     DialogChange,
     DialogReplaced,
     Leg,
     LegAnswered,
     LegEnded,
+    LegEvent,
     LegRinging,
     LegRole,
     LegStarted,
     LegState,
+    ReferSent,
 )
 from bridge.hep.refers import on_notify, on_refer, on_refer_answer
+from bridge.model import TransferKind
 from bridge.sip import ReplacesParams, SipMessage, SipParseError
-from bridge.uris import uri_of_header, user_of_uri
+from bridge.uris import numbers_match, uri_of_header, user_of_uri
 
 __all__ = ["DialogTracker"]
 
 # Answers after which the UA sends the same request again (same Call-ID, new CSeq): not an end.
 RETRIED = frozenset({401, 407, 422, 491})
 SETUP = frozenset({LegState.TRYING, LegState.EARLY})
+MAX_WATCHES = 4096  # open target watches; the oldest is dropped (and counted) past this
+
+
+class IllegalLegMove(ValueError):
+    """A leg was asked to move along a pair that :data:`LEG_STEPS` does not list (a bug)."""
+
+
+class TargetWatch(NamedTuple):
+    """Which new INVITEs are legs toward a transfer's target: caller ``number``, not the
+    transferring ``phone``'s own legs, until ``until`` (receive time)."""
+
+    number: str
+    call: Leg
+    phone: str
+    role: LegRole
+    until: float
 
 
 class DialogTracker:
@@ -56,6 +88,8 @@ class DialogTracker:
         setup_max: float = 300.0,
         idle_max: float = 4 * 3600.0,
         replace_window: float = 64.0,
+        target_window: float = 300.0,
+        consult_target_window: float = 32.0,
     ) -> None:
         self.directory = directory
         self.contact_check = contact_check
@@ -64,7 +98,11 @@ class DialogTracker:
         self.setup_max = setup_max  # an INVITE that never gets an answer
         self.idle_max = idle_max  # a confirmed dialog whose BYE was never seen
         self.replace_window = replace_window
+        self.target_window = target_window  # after a blind REFER: the target may ring long
+        self.consult_target_window = consult_target_window  # the PBX dials the consult at once
         self.unmatched = 0
+        self.watches_dropped = 0
+        self._watches: deque[TargetWatch] = deque()
         self._legs: dict[str, list[Leg]] = {}
         self._live: dict[str, dict[Leg, None]] = {}  # phone -> verified legs not yet ended
         self._count = 0
@@ -95,19 +133,20 @@ class DialogTracker:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    def feed(self, msg: SipMessage, at: float) -> list[DialogChange]:
-        """Apply one (de-duplicated) message; may raise ``SipParseError`` on a malformed header."""
+    def feed(self, msg: SipMessage, now: float) -> list[DialogChange]:
+        """Apply one (de-duplicated) message received at ``now`` (the bridge's clock); may raise
+        ``SipParseError`` on a malformed header."""
         out: list[DialogChange] = []
         call_id = msg.call_id
         legs = self._legs.get(call_id)
         if msg.is_request:
             method = msg.method or ""
             if legs is not None:
-                self._request(legs, msg, method, at, out)
+                self._request(legs, msg, method, now, out)
             elif method == "INVITE" and msg.to_tag is None:
-                self._new_call(msg, call_id, at, out)
+                self._new_call(msg, call_id, now, out)
             elif method in ("INVITE", "REFER"):
-                self._adopt(msg, call_id, method, at, out)
+                self._adopt(msg, call_id, method, now, out)
             else:
                 self.unmatched += 1
             return out
@@ -115,7 +154,7 @@ class DialogTracker:
         if self._replacing and 200 <= code < 300 and msg.cseq.method == "INVITE":
             self._replaced(call_id, out)
         if legs is not None:
-            self._response(legs, msg, code, at, out)
+            self._response(legs, msg, code, now, out)
         elif not out:
             self.unmatched += 1
         return out
@@ -129,42 +168,108 @@ class DialogTracker:
             return True
         return user_of_uri(uri_of_header(contact)) == self.directory.user_of(phone)
 
-    def _new_call(self, msg: SipMessage, call_id: str, at: float, out: list[DialogChange]) -> None:
+    def _new_call(self, msg: SipMessage, call_id: str, now: float, out: list[DialogChange]) -> None:
+        # `from_phone` may also be a PBX's leg carrying the agent as caller; the Contact check
+        # below (for the phone's own legs) and the target watches tell them apart.
         from_tag = msg.from_tag
         if msg.has_header("replaces"):
-            self._note_replaces(msg, call_id, at)
+            self._note_replaces(msg, call_id, now)
         match = self.directory.match_header
         from_phone = match(msg.header("from"))
         to_phone = match(msg.header("to"))
-        if from_tag is None or (from_phone is None and to_phone is None):
+        if from_tag is None:
             self.unmatched += 1
             return
         number = msg.cseq.number
         legs: list[Leg] = []
         if from_phone is not None and self._sent_by_phone(msg, from_phone):
-            leg = Leg(call_id, from_phone, True, at)
+            leg = Leg(call_id, from_phone, True, now)
             leg.phone_tag = from_tag
             leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
             leg.invite_cseq = number
             legs.append(leg)
         if to_phone is not None and to_phone != from_phone:
-            leg = Leg(call_id, to_phone, False, at)
+            leg = Leg(call_id, to_phone, False, now)
             leg.remote_tag = from_tag
             leg.remote = _caller(msg)
             leg.invite_cseq = number
             legs.append(leg)
+        legs += self._target_legs(msg, call_id, from_phone, to_phone, now)
         if not legs:
             self.unmatched += 1
             return
-        self._add(call_id, legs, at)
+        self._add(call_id, legs, now)
         for leg in legs:
-            if leg.verified:
+            if leg.verified and leg.role not in TARGET_ROLES:
                 self._classify(leg)
                 self._live.setdefault(leg.phone, {})[leg] = None
                 out.append(LegStarted(leg))
+                if leg.role is LegRole.CONSULT and leg.customer is not None:
+                    # The PBX's leg toward the consult target carries the agent as caller.
+                    caller = user_of_uri(uri_of_header(msg.header("from") or ""))
+                    self._watch(caller, leg.customer, leg.phone, LegRole.CONSULT_TARGET, now)
+
+    # -- legs toward a transfer's target -------------------------------------------------------
+
+    def _watch(self, number: str | None, call: Leg, phone: str, role: LegRole, now: float) -> None:
+        """Take new INVITEs from caller ``number`` as legs toward ``call``'s transfer target."""
+        if not number:
+            return
+        window = self.target_window if role is LegRole.TARGET else self.consult_target_window
+        watches = self._watches
+        watches.append(TargetWatch(number, call, phone, role, now + window))
+        if len(watches) > MAX_WATCHES:
+            watches.popleft()
+            self.watches_dropped += 1
+
+    def _target_legs(
+        self,
+        msg: SipMessage,
+        call_id: str,
+        from_phone: str | None,
+        to_phone: str | None,
+        now: float,
+    ) -> list[Leg]:
+        """Legs toward a watched transfer's target that this INVITE begins (usually none).
+
+        A call *to* the transferring phone never counts, nor the phone's consult INVITE itself;
+        the PBX's leg toward the consult target does, although its From names the agent.
+        """
+        watches = self._watches
+        while watches and watches[0].until < now:
+            watches.popleft()
+        if not watches:
+            return []
+        caller = _caller(msg)
+        found: list[Leg] = []
+        for watch in watches:
+            if watch.until < now or watch.phone == to_phone:
+                continue
+            if watch.phone == from_phone and self._sent_by_phone(msg, watch.phone):
+                continue  # the phone's own next call
+            consult = watch.call.consult
+            if consult is not None and consult.call_id == call_id:
+                continue
+            if not numbers_match(caller, watch.number):
+                continue
+            call = watch.call
+            if call.removed or any(leg.customer is call for leg in found):
+                continue
+            leg = Leg(call_id, watch.phone, False, now)
+            leg.role = watch.role
+            leg.customer = call
+            leg.verified = True  # not the phone's leg: no Contact check applies
+            leg.remote_tag = msg.from_tag
+            leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
+            leg.invite_cseq = msg.cseq.number
+            if call.targets is None:
+                call.targets = []
+            call.targets.append(leg)
+            found.append(leg)
+        return found
 
     def _adopt(
-        self, msg: SipMessage, call_id: str, method: str, at: float, out: list[DialogChange]
+        self, msg: SipMessage, call_id: str, method: str, now: float, out: list[DialogChange]
     ) -> None:
         """Pick up a dialog begun before we watched, from an in-dialog request the phone sent."""
         from_tag, to_tag = msg.from_tag, msg.to_tag
@@ -177,19 +282,19 @@ class DialogTracker:
         ):
             self.unmatched += 1
             return
-        leg = Leg(call_id, phone, True, at)
+        leg = Leg(call_id, phone, True, now)
         leg.phone_tag, leg.remote_tag = from_tag, to_tag
         leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
-        leg.state = LegState.CONFIRMED
-        self._add(call_id, [leg], at)
+        _goto(leg, LegEvent.ADOPTED)
+        self._add(call_id, [leg], now)
         self._live.setdefault(phone, {})[leg] = None
-        self._request([leg], msg, method, at, out)
+        self._request([leg], msg, method, now, out)
 
-    def _add(self, call_id: str, legs: list[Leg], at: float) -> None:
+    def _add(self, call_id: str, legs: list[Leg], now: float) -> None:
         self._legs[call_id] = legs
         self._count += len(legs)
         for leg in legs:
-            self._schedule(leg, at + self.setup_max)
+            self._schedule(leg, now + self.setup_max)
 
     def _classify(self, leg: Leg) -> None:
         """A new outgoing call while another call of the phone is up is that call's consult."""
@@ -210,29 +315,39 @@ class DialogTracker:
     # -- requests ------------------------------------------------------------------------------
 
     def _request(
-        self, legs: list[Leg], msg: SipMessage, method: str, at: float, out: list[DialogChange]
+        self, legs: list[Leg], msg: SipMessage, method: str, now: float, out: list[DialogChange]
     ) -> None:
         from_tag = msg.from_tag
         for leg in tuple(legs):
-            if at > leg.last_at:
-                leg.last_at = at
+            if now > leg.last_at:
+                leg.last_at = now
             if leg.phone_tag is not None:
                 by_phone = from_tag == leg.phone_tag
             else:
                 by_phone = from_tag != leg.remote_tag
             if method == "BYE":
                 if leg.state is not LegState.TERMINATED:
-                    self._end(leg, by_phone, "bye", None, at, out)
+                    self._end(leg, by_phone, "bye", None, now, out)
             elif method == "INVITE" or method == "UPDATE":
                 self._offer(leg, msg, method)
             elif method == "CANCEL":
                 if leg.state in SETUP:
-                    self._end(leg, by_phone, "cancel", None, at, out)
+                    self._end(leg, by_phone, "cancel", None, now, out)
+            elif leg.role in TARGET_ROLES:
+                continue  # the target's side: only its set-up and end matter
             elif method == "REFER":
                 if by_phone and leg.verified:
                     on_refer(leg, msg, out)
+                    self._watch_blind_target(out, now)
             elif method == "NOTIFY" and not by_phone and leg.verified:
                 on_notify(leg, msg, out)
+
+    def _watch_blind_target(self, out: list[DialogChange], now: float) -> None:
+        """After a blind REFER, the customer's number calling out is the leg to the target."""
+        change = out[-1] if out else None
+        if isinstance(change, ReferSent) and change.refer.kind is TransferKind.BLIND:
+            call = change.leg.customer_leg
+            self._watch(call.remote, call, call.phone, LegRole.TARGET, now)
 
     def _offer(self, leg: Leg, msg: SipMessage, method: str) -> None:
         if msg.to_tag is not None:
@@ -240,7 +355,7 @@ class DialogTracker:
         elif method == "INVITE" and leg.state in SETUP:
             leg.invite_cseq = msg.cseq.number  # sent again after 401/407: same dialog
 
-    def _note_replaces(self, msg: SipMessage, call_id: str, at: float) -> None:
+    def _note_replaces(self, msg: SipMessage, call_id: str, now: float) -> None:
         try:
             replaces = msg.replaces()
         except SipParseError:
@@ -253,37 +368,38 @@ class DialogTracker:
             if leg.verified and _tags_match(leg, replaces)
         )
         if named:
-            deadline = at + self.replace_window
+            deadline = now + self.replace_window
             self._replacing[call_id] = (named, deadline)
             self._replace_order.append((deadline, call_id))
 
     # -- responses -----------------------------------------------------------------------------
 
     def _response(
-        self, legs: list[Leg], msg: SipMessage, code: int, at: float, out: list[DialogChange]
+        self, legs: list[Leg], msg: SipMessage, code: int, now: float, out: list[DialogChange]
     ) -> None:
         cseq = msg.cseq
         method = cseq.method
         for leg in tuple(legs):
-            if at > leg.last_at:
-                leg.last_at = at
+            if now > leg.last_at:
+                leg.last_at = now
             # Each side numbers its own requests: a re-INVITE may reuse the INVITE's number.
             if method == "INVITE" and cseq.number == leg.invite_cseq and leg.state in SETUP:
-                self._setup_answer(leg, msg, code, at, out)
+                self._setup_answer(leg, msg, code, now, out)
             elif cseq.number == leg.offer_cseq and method == leg.offer_method:
                 on_offer_answer(leg, msg, code, out)
             elif method == "REFER" and leg.refers and msg.from_tag == leg.phone_tag:
                 on_refer_answer(leg, msg, code, out)
 
     def _setup_answer(
-        self, leg: Leg, msg: SipMessage, code: int, at: float, out: list[DialogChange]
+        self, leg: Leg, msg: SipMessage, code: int, now: float, out: list[DialogChange]
     ) -> None:
         if code == 100:
             return
         if code >= 300:
             if code not in RETRIED:
                 cause = "cancelled" if code == 487 else "rejected"
-                self._end(leg, not leg.outgoing, cause, code, at, out)
+                status = f"SIP/2.0 {code} {msg.reason or ''}".rstrip()
+                self._end(leg, not leg.outgoing, cause, code, now, out, status)
             return
         if not leg.verified:
             if not self._sent_by_phone(msg, leg.phone):
@@ -294,7 +410,7 @@ class DialogTracker:
             out.append(LegStarted(leg))
         if code < 200:
             if leg.state is LegState.TRYING:
-                leg.state = LegState.EARLY
+                _goto(leg, LegEvent.PROVISIONAL)
                 out.append(LegRinging(leg, code))
             return
         to_tag = msg.to_tag
@@ -302,7 +418,7 @@ class DialogTracker:
             leg.remote_tag = to_tag
         else:
             leg.phone_tag = to_tag
-        leg.state = LegState.CONFIRMED
+        _goto(leg, LegEvent.ANSWERED)
         out.append(LegAnswered(leg))
 
     def _replaced(self, call_id: str, out: list[DialogChange]) -> None:
@@ -322,19 +438,20 @@ class DialogTracker:
         by_phone: bool,
         cause: str,
         code: int | None,
-        at: float,
+        now: float,
         out: list[DialogChange],
+        status: str | None = None,
     ) -> None:
         if not leg.verified:
             self._drop(leg)
             return
         prior = leg.state
-        leg.state = LegState.TERMINATED
-        leg.ended_at = at
+        _goto(leg, LegEvent.ENDED)
+        leg.ended_at = now
         leg.offer = leg.offer_cseq = leg.offer_method = None
         self._unlive(leg)
         self._schedule(leg, self._deadline(leg))
-        out.append(LegEnded(leg, prior, by_phone, cause, code))
+        out.append(LegEnded(leg, prior, by_phone, cause, code, status))
 
     def _unlive(self, leg: Leg) -> None:
         live = self._live.get(leg.phone)
@@ -398,6 +515,14 @@ class DialogTracker:
             if entry is not None and entry[1] <= now:
                 del self._replacing[call_id]
         return dropped
+
+
+def _goto(leg: Leg, event: LegEvent) -> None:
+    """Move ``leg`` along :data:`LEG_STEPS`; a move the table does not list is a bug."""
+    try:
+        leg.state = LEG_STEPS[leg.state, event]
+    except KeyError:
+        raise IllegalLegMove(f"{leg!r} cannot take {event}") from None
 
 
 def _caller(msg: SipMessage) -> str | None:

@@ -14,12 +14,15 @@ from bridge.model import ReferState, TransferKind
 from bridge.sip import ReplacesParams, SdpDirection
 
 __all__ = [
+    "LEG_STEPS",
+    "TARGET_ROLES",
     "DialogChange",
     "DialogReplaced",
     "HoldChanged",
     "Leg",
     "LegAnswered",
     "LegEnded",
+    "LegEvent",
     "LegRinging",
     "LegRole",
     "LegStarted",
@@ -43,16 +46,61 @@ class LegState(StrEnum):
 
 
 class LegRole(StrEnum):
-    """A phone's ordinary call, or its consult call to the target of an attended transfer."""
+    """A phone's ordinary call, its consult call to the target of an attended transfer, or a
+    leg toward the transfer target that the phone is not on (seen only when the capture point
+    sees the PBX's or the transferee's side, which a PBX-side capture does):
+
+    - TARGET: the new INVITE toward the target carrying the customer after a blind REFER
+      (caller = the customer's number); its answer is the proof that a person has the customer;
+    - CONSULT_TARGET: the PBX's leg toward the target of the phone's consult call (caller = the
+      agent); after a semi-attended REFER its answer is that proof.
+    """
 
     CALL = "call"
     CONSULT = "consult"
+    TARGET = "target"
+    CONSULT_TARGET = "consult_target"
+
+
+TARGET_ROLES = frozenset({LegRole.TARGET, LegRole.CONSULT_TARGET})
+
+
+class LegEvent(StrEnum):
+    """What moves a leg's dialog state (RFC 3261 section 12 and 13)."""
+
+    PROVISIONAL = "provisional"  # a 1xx with a To tag: an early dialog
+    ANSWERED = "answered"  # a 2xx to the INVITE
+    ADOPTED = "adopted"  # an in-dialog request from a dialog begun before we watched
+    ENDED = "ended"  # BYE, CANCEL, a final error
+
+
+# The one table of a leg's dialog states: (state, event) -> next state. A pair not listed is
+# not a move (a 180 after the 200 changes nothing); `DialogTracker._goto` applies it.
+LEG_STEPS: dict[tuple[LegState, LegEvent], LegState] = {
+    (LegState.TRYING, LegEvent.PROVISIONAL): LegState.EARLY,
+    (LegState.TRYING, LegEvent.ANSWERED): LegState.CONFIRMED,
+    (LegState.EARLY, LegEvent.ANSWERED): LegState.CONFIRMED,
+    (LegState.TRYING, LegEvent.ADOPTED): LegState.CONFIRMED,
+    (LegState.TRYING, LegEvent.ENDED): LegState.TERMINATED,
+    (LegState.EARLY, LegEvent.ENDED): LegState.TERMINATED,
+    (LegState.CONFIRMED, LegEvent.ENDED): LegState.TERMINATED,
+}
 
 
 class ReferSubscription:
     """One REFER sent by a watched phone and its implicit ``refer`` subscription (RFC 3515)."""
 
-    __slots__ = ("active", "id", "kind", "replaces", "sipfrag", "state", "subscribed", "target")
+    __slots__ = (
+        "active",
+        "consult_confirmed",
+        "id",
+        "kind",
+        "replaces",
+        "sipfrag",
+        "state",
+        "subscribed",
+        "target",
+    )
 
     def __init__(self, refer_id: str) -> None:
         self.id = refer_id  # the REFER's CSeq number, which NOTIFYs name in ``Event: refer;id=``
@@ -64,6 +112,9 @@ class ReferSubscription:
         self.active = True  # until a final sipfrag or ``Subscription-State: terminated``
         self.state = ReferState.REQUESTED
         self.sipfrag: str | None = None
+        # For a REFER with Replaces: the consult it names was answered when the REFER was sent.
+        # Only then is the PBX's 2xx NOTIFY proof (otherwise it is semi-attended).
+        self.consult_confirmed = False
 
     @property
     def final(self) -> bool:
@@ -99,6 +150,7 @@ class Leg:
         "role",
         "started_at",
         "state",
+        "targets",
         "verified",
     )
 
@@ -116,11 +168,13 @@ class Leg:
         self.role = LegRole.CALL
         self.customer: Leg | None = None  # for a consult: the held call it consults about
         self.consult: Leg | None = None  # for a call: its latest consult
+        self.targets: list[Leg] | None = None  # for a call: legs toward its transfer's target
         self.refers: dict[str, ReferSubscription] | None = None
         self.invite_cseq: int | None = None
         self.offer_cseq: int | None = None  # a pending re-INVITE/UPDATE offer
         self.offer_method: str | None = None
         self.offer: SdpDirection | None = None
+        # Times on the bridge's own clock (receive time), never a capture host's.
         self.started_at = at
         self.last_at = at
         self.ended_at: float | None = None
@@ -185,6 +239,7 @@ class LegEnded(NamedTuple):
     by_phone: bool
     cause: str  # "bye", "cancel", "cancelled" (487), "rejected"
     code: int | None = None
+    status: str | None = None  # the final response's status line, when one ended it
 
 
 class ReferSent(NamedTuple):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from bridge.hep.legs import (
     DialogChange,
     Leg,
+    LegRole,
+    LegState,
     ReferAnswered,
     ReferNotified,
     ReferSent,
@@ -41,13 +43,36 @@ def on_refer(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
     elif refer.kind is not None:
         return
     refer.id = refer_id
-    refer.kind = TransferKind.BLIND if refer_to.replaces is None else TransferKind.ATTENDED
+    refer.kind = _kind(leg, refer_to.replaces is not None)
+    refer.consult_confirmed = refer.kind is TransferKind.ATTENDED and _consult_of(leg) is not None
     refer.target = refer_to.uri.user
     refer.replaces = refer_to.replaces
     refer.subscribed = refer_sub is not False
     refers[refer_id] = refer
     if not refer.final:
         out.append(ReferSent(leg, refer))
+
+
+def _consult_of(leg: Leg) -> Leg | None:
+    """The consult a REFER with Replaces in ``leg`` is about, if it was answered."""
+    consult = leg if leg.role is LegRole.CONSULT else leg.consult
+    if consult is None or consult.state is not LegState.CONFIRMED:
+        return None
+    return consult
+
+
+def _kind(leg: Leg, replaces: bool) -> TransferKind:
+    """Blind; attended when the consult was answered; semi-attended when it still rang.
+
+    A consult that was never seen (the capture began later) counts as attended: the REFER says
+    so, but its 2xx NOTIFY is then not proof either (``consult_confirmed`` stays False).
+    """
+    if not replaces:
+        return TransferKind.BLIND
+    consult = leg if leg.role is LegRole.CONSULT else leg.consult
+    if consult is not None and consult.state in (LegState.TRYING, LegState.EARLY):
+        return TransferKind.SEMI_ATTENDED
+    return TransferKind.ATTENDED
 
 
 def on_refer_answer(leg: Leg, msg: SipMessage, code: int, out: list[DialogChange]) -> None:

@@ -35,8 +35,13 @@ class TrackerStats(NamedTuple):
 class SipTracker:
     """SIP messages of the watched phones in, :class:`PhoneEvent` out; sans-I/O.
 
-    ``at`` is the capture time (seconds since the epoch). Call :meth:`expire` with the current
-    time once :meth:`next_deadline` has passed to keep memory bounded.
+    Two clocks: ``at`` is the capture time (seconds since the epoch, from the HEP header), which
+    only stamps the evidence (what the audit shows as ``observed_at``); ``now`` is the bridge's
+    own receive time (any monotonic clock), which alone decides de-duplication windows, expiry
+    and ordering, so a capture replayed days later or a capture host whose clock is off gives
+    the same verdict as live traffic. Without ``now`` the capture time stands in for it (unit
+    tests of recorded flows). Call :meth:`expire` with the same clock as ``now`` once
+    :meth:`next_deadline` has passed to keep memory bounded.
     """
 
     def __init__(
@@ -63,18 +68,20 @@ class SipTracker:
         self._dropped = 0
         self._events = 0
 
-    def feed(self, msg: SipMessage, at: float) -> list[PhoneEvent]:
+    def feed(self, msg: SipMessage, at: float, now: float | None = None) -> list[PhoneEvent]:
         """Apply one parsed message; malformed headers count as dropped, never raise."""
+        if now is None:
+            now = at
         self._messages += 1
         dialogs = self.dialogs
         try:
             if not dialogs.may_concern(msg):
                 self._unmatched += 1
                 return []
-            if self.dedup.seen(message_key(msg), at):
+            if self.dedup.seen(message_key(msg), now):
                 self._duplicates += 1
                 return []
-            changes = dialogs.feed(msg, at)
+            changes = dialogs.feed(msg, now)
         except SipParseError:
             self._dropped += 1
             return []
@@ -84,7 +91,7 @@ class SipTracker:
         self._events += len(events)
         return events
 
-    def feed_bytes(self, data: bytes, at: float) -> list[PhoneEvent]:
+    def feed_bytes(self, data: bytes, at: float, now: float | None = None) -> list[PhoneEvent]:
         """Parse and apply one datagram; unparseable input counts as dropped."""
         try:
             msg = parse_message(data)
@@ -92,10 +99,10 @@ class SipTracker:
             self._messages += 1
             self._dropped += 1
             return []
-        return self.feed(msg, at)
+        return self.feed(msg, at, now)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`expire` should next run (capture-time seconds, a multiple of ``tick``)."""
+        """When :meth:`expire` should next run (on the ``now`` clock, a multiple of ``tick``)."""
         times = [
             t for t in (self.dedup.next_deadline(), self.dialogs.next_deadline()) if t is not None
         ]

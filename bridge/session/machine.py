@@ -429,6 +429,25 @@ def _noted(entry: AuditEntry, note: str) -> AuditEntry:
     return replace(entry, detail={**entry.detail, "ignored": note})
 
 
+def _final_status(line: str | None) -> bool:
+    """True for a final SIP status line (``SIP/2.0 200 OK``, ``SIP/2.0 486 Busy Here``)."""
+    parts = (line or "").split(" ", 2)
+    return len(parts) > 1 and parts[1].isascii() and parts[1].isdigit() and int(parts[1]) >= 200
+
+
+def _noted_sipfrag(
+    session: Session, sipfrag: str | None, entry: AuditEntry, note: str, now: str
+) -> Outcome:
+    """Evidence that settles nothing new; only a final sipfrag where the view shows a
+    provisional one (the later, stronger wire fact) is taken, whichever source came first."""
+    noted = _noted(entry, note)
+    phone = session.transfer.phone
+    if _final_status(sipfrag) and not _final_status(phone.last_sipfrag):
+        new_phone = replace(phone, last_sipfrag=sipfrag)
+        return _phone_change(session, replace(session.transfer, phone=new_phone), noted, now)
+    return Outcome(session, (noted,), False)
+
+
 def _phone_change(session: Session, transfer: Transfer, entry: AuditEntry, now: str) -> Outcome:
     new = _bump(session, now, **_with_transfer(session, transfer))
     return Outcome(new, (entry,), True)
@@ -446,11 +465,11 @@ def _phone_reported(
     (or later target-side evidence) decides."""
     transfer = session.transfer
     phone = transfer.phone
+    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
+        return _noted_sipfrag(session, sipfrag, entry, "after_success", now)
     if phone.refer is ReferState.FAILED or phone.proof is not ProofGrade.NONE:
         note = "after_final" if phone.refer is ReferState.FAILED else "duplicate"
-        return Outcome(session, (_noted(entry, note),), False)
-    if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
-        return Outcome(session, (_noted(entry, "after_success"),), False)
+        return _noted_sipfrag(session, sipfrag, entry, note, now)
     new_phone = replace(
         phone,
         refer=ReferState.SUCCEEDED,
@@ -467,7 +486,7 @@ def _phone_succeeded(
 ) -> Outcome:
     transfer = session.transfer
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
-        return Outcome(session, (_noted(entry, "duplicate"),), False)
+        return _noted_sipfrag(session, obs.sipfrag, entry, "duplicate", now)
     entries = [entry]
     if transfer.phone.refer is ReferState.FAILED and _other_source(transfer, evidence):
         # Same attempt (no new request since), another source proved the opposite. Proof that
@@ -516,7 +535,7 @@ def _phone_failed(
             )
         return Outcome(session, (noted,), False)
     if transfer.state is TransferState.FAILED and transfer.phone.refer is ReferState.FAILED:
-        return Outcome(session, (_noted(entry, "duplicate"),), False)
+        return _noted_sipfrag(session, obs.sipfrag, entry, "duplicate", now)
     phone = replace(
         transfer.phone,
         refer=ReferState.FAILED,

@@ -41,7 +41,9 @@ class HepSource:
         self.tracker = tracker = SipTracker(directory, source=self.name)
 
         def sink(payload: bytes, at: float) -> None:
-            events = tracker.feed_bytes(payload, at)
+            # `at` is the capture host's time (evidence stamps only); the tracker's windows
+            # and expiry run on this process's monotonic clock.
+            events = tracker.feed_bytes(payload, at, time.monotonic())
             if events:
                 pump.put(events)
 
@@ -79,10 +81,10 @@ class HepSource:
             await asyncio.gather(self._expiry, return_exceptions=True)
 
     async def _expire(self) -> None:
-        """Run the tracker's expiry when its deadline passes (capture time ~ wall time)."""
+        """Run the tracker's expiry when its deadline passes (the monotonic clock it is fed)."""
         while True:
             await asyncio.sleep(EXPIRY_PERIOD)
-            now = time.time()
+            now = time.monotonic()
             deadline = self.tracker.next_deadline()
             if deadline is not None and deadline <= now:
                 self.tracker.expire(now)

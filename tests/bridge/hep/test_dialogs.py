@@ -30,7 +30,7 @@ from bridge.hep.legs import (
     ReferSent,
 )
 from bridge.hep.tracker import SipTracker
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import CallState, ConsultState, FailureCause, ProofGrade, ReferState, TransferKind
 from bridge.sip import SipMessage, parse_message
 from bridge.uris import uri_of_header, user_of_uri
 
@@ -541,7 +541,7 @@ class TestTransferEdgeCases:
         bye = sip("BYE sip:x SIP/2.0", "9 BYE", "<sip:2001@pbx>;tag=px", f"{PHONE};tag=ph")
         out += tracker.feed(bye, T0 + 5.1)
         assert [e.evidence.observation for e in out][1:] == [
-            TransferFailed("customer_hung_up"),
+            TransferFailed("customer_hung_up", None, FailureCause.CUSTOMER_HUNG_UP),
             CallStateChanged(CallState.ENDED),
         ]
 
@@ -607,7 +607,9 @@ class TestTransferEdgeCases:
         assert target.phone == "sip:1002@pbx.example"  # the target's own new call
         assert target.evidence.observation == CallStateChanged(CallState.CONNECTED)
         assert (done.phone, done.call_id) == (AGENT, "customer")
-        assert done.evidence.observation == TransferSucceeded("dialog_replaced")
+        # The consult (where the REFER was sent) had been answered: its replacement is proof.
+        expected = TransferSucceeded("dialog_replaced", None, ProofGrade.CONSULT_REPLACED)
+        assert done.evidence.observation == expected
 
 
 def test_changes_point_at_their_leg() -> None:

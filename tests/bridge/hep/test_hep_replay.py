@@ -30,7 +30,10 @@ EXPECTED = {
         CONNECTED,
         REQUESTED_BLIND,
         *ACCEPTED_TRYING,
-        ("transfer_succeeded", "notify_2xx"),
+        # The proof is the target's leg answering with the customer; the NOTIFY 200 only the
+        # transferee's report of it.
+        ("transfer_succeeded", "target_leg_answered"),
+        ("transfer_reported", "notify_2xx"),
         ENDED,
     ],
     "blind_busy": [
@@ -38,6 +41,7 @@ EXPECTED = {
         CONNECTED,
         REQUESTED_BLIND,
         *ACCEPTED_TRYING,
+        ("transfer_failed", "target_leg_failed"),
         ("transfer_failed", "notify_failure"),
         ENDED,
     ],
@@ -56,6 +60,7 @@ EXPECTED = {
         ("transfer_requested", "attended"),
         *ACCEPTED_TRYING,
         ("transfer_succeeded", "dialog_replaced"),
+        ("transfer_succeeded", "notify_2xx_consult_answered"),
         ENDED,
     ],
     "consult_customer_hangup": [

@@ -21,6 +21,7 @@ from bridge.evidence import (
     PhoneEvidence,
     TransferFailed,
     TransferProgressed,
+    TransferReported,
     TransferRequested,
     TransferSucceeded,
 )
@@ -33,6 +34,8 @@ from bridge.model import (
     ConfirmedBy,
     ConsultState,
     Customer,
+    FailureCause,
+    ProofGrade,
     ReferState,
     Session,
     SessionStatus,
@@ -54,7 +57,14 @@ ON_HOLD = CallStateChanged(CallState.ON_HOLD)
 ENDED = CallStateChanged(CallState.ENDED)
 ACCEPTED = TransferProgressed(ReferState.ACCEPTED)
 TRYING = TransferProgressed(ReferState.TRYING, "SIP/2.0 100 Trying")
-NOTIFY_OK = TransferSucceeded("notify_2xx", "SIP/2.0 200 OK")
+# Blind: the PBX's 2xx NOTIFY is only its report; the proof is the target's leg answering.
+NOTIFY_REPORT = TransferReported("notify_2xx", "SIP/2.0 200 OK")
+TARGET_OK = TransferSucceeded("target_leg_answered", None, ProofGrade.TARGET_ANSWERED)
+# Attended with an answered consult: the 2xx NOTIFY is proof of the replaced consult.
+CONSULT_OK = TransferSucceeded(
+    "notify_2xx_consult_answered", "SIP/2.0 200 OK", ProofGrade.CONSULT_REPLACED
+)
+BUSY = "SIP/2.0 486 Busy Here"
 
 
 def consult(state: ConsultState, target: str = "1002") -> ConsultChanged:
@@ -134,7 +144,8 @@ BLIND_1001 = [
     TransferRequested(TransferKind.BLIND, "1002"),
     ACCEPTED,
     TRYING,
-    NOTIFY_OK,
+    TARGET_OK,  # the PBX's leg to 1002, carrying the customer, answered
+    NOTIFY_REPORT,
     ENDED,
 ]
 
@@ -154,7 +165,7 @@ class TestThroughPbx:
         assert not any(e.call_id == "c0-customer-leg@192.168.50.21" for e in events)
         stats = tracker.stats
         assert stats.messages == 22 and stats.duplicates == 0 and stats.dropped == 0
-        assert stats.events == len(events) == 9
+        assert stats.events == len(events) == 10
 
     def test_blind_transfer_to_a_busy_target_fails(self) -> None:
         _, events = run(load_flow("blind_busy_pbx"))
@@ -164,7 +175,9 @@ class TestThroughPbx:
             TransferRequested(TransferKind.BLIND, "1002"),
             ACCEPTED,
             TRYING,
-            TransferFailed("notify_failure", "SIP/2.0 486 Busy Here"),
+            # The PBX's leg to 1002 answered 486 first, then its NOTIFY said the same.
+            TransferFailed("target_leg_failed", BUSY, FailureCause.TARGET_BUSY),
+            TransferFailed("notify_failure", BUSY, FailureCause.TARGET_BUSY),
             ENDED,
         ]
         assert calls_of(events, A1001) == {("b1-agent-leg-busy", "+34900000001")}
@@ -182,7 +195,7 @@ class TestThroughPbx:
             TransferRequested(TransferKind.ATTENDED, "1002"),
             ACCEPTED,
             TRYING,
-            NOTIFY_OK,
+            CONSULT_OK,
             ENDED,  # the PBX's BYE on the consult leg is part of the transfer: no consult "ended"
         ]
         assert calls_of(events, A1001) == {("a2-agent-leg-attended", "2001")}
@@ -199,7 +212,7 @@ class TestThroughPbx:
             consult(ConsultState.DIALING),
             consult(ConsultState.RINGING),
             consult(ConsultState.ANSWERED),
-            TransferFailed("customer_hung_up"),
+            TransferFailed("customer_hung_up", None, FailureCause.CUSTOMER_HUNG_UP),
             ENDED,
             consult(ConsultState.ENDED),
         ]
@@ -236,7 +249,7 @@ class TestThroughPbx:
             RINGING,
             CONNECTED,
             TransferRequested(TransferKind.BLIND, "1002"),
-            TransferFailed("refer_rejected", "SIP/2.0 603 Declined"),
+            TransferFailed("refer_rejected", "SIP/2.0 603 Declined", FailureCause.REFER_REJECTED),
         ]
 
 
@@ -263,7 +276,9 @@ class TestEndToEndThroughProxy:
             TransferRequested(TransferKind.ATTENDED, "1002"),
             ACCEPTED,
             TRYING,
-            TransferSucceeded("dialog_replaced"),  # the 200 to INVITE/Replaces, before NOTIFY 200
+            # the 200 to INVITE/Replaces, before NOTIFY 200
+            TransferSucceeded("dialog_replaced", None, ProofGrade.CONSULT_REPLACED),
+            CONSULT_OK,  # the NOTIFY 200 that follows: the session takes its sipfrag only
             ENDED,
         ]
         assert calls_of(events, agent) == {("e2e-customer-1@192.168.50.21", "2001")}
@@ -311,7 +326,8 @@ class TestIdempotentInput:
             CONNECTED,
             TransferRequested(TransferKind.BLIND, "1002"),
             TRYING,  # the late 202 would move the REFER backwards: not reported
-            NOTIFY_OK,
+            TARGET_OK,
+            NOTIFY_REPORT,
             ENDED,
         ]
 
@@ -321,7 +337,7 @@ class TestIdempotentInput:
         notify = next(n for n, c in enumerate(flow) if b"\r\n\r\nSIP/2.0 200 OK" in c.data)
         flow.insert(bye + 1, flow.pop(notify))
         _, events = run(flow)
-        assert seen_by(events, A1001)[-2:] == [ENDED, NOTIFY_OK]
+        assert seen_by(events, A1001)[-3:] == [TARGET_OK, ENDED, NOTIFY_REPORT]
 
     def test_unknown_phones_are_ignored(self) -> None:
         tracker, events = run(load_flow("attended_pbx"), PhoneDirectory(["sip:3001@pbx.example"]))
