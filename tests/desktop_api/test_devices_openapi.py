@@ -13,7 +13,7 @@ from aiohttp import web
 from desktop_api.config import DeskphoneSettings
 from desktop_api.testing import ApiClient, RunningBridge, running_bridge, settings_for
 from tests.conftest import ADMIN, make_tenant
-from tests.desktop_api.test_openapi import HTTP_METHODS, Checker, make_openapi
+from tests.desktop_api.openapi.checker import HTTP_METHODS, Checker, make_openapi
 
 DEVICE_PATHS = ("/v1/devices/", "/device-urls", "/device-commands")
 

@@ -22,6 +22,7 @@ from bridge.model import CallState, ConsultState, ReferState, TransferKind
 from desktop_api.testing import ApiClient, RunningBridge
 
 OK = "SIP/2.0 200 OK"
+BLOCKED_REASON = "a transferred session must be ended with a result before new requests"
 
 
 async def feed(
@@ -136,13 +137,13 @@ async def test_rule5_agent_blocked_until_transferred_session_is_ended(
     await session_opener(api, "s-1")
     await session_opener(api, "s-other", number="+34900000002")  # an open, untransferred one
     agent = (await api.get("/v1/agents/a-7")).body
-    assert agent["can_take_requests"] is True
+    assert agent["can_take_requests"] is True and agent["blocked_reason"] is None
     for action in ("open", "internal", "next", "confirm"):
         assert (await api.step("s-1", action)).status == 200
     agent = (await api.get("/v1/agents/a-7")).body
     assert agent["can_take_requests"] is False
     assert agent["blocking_sessions"] == ["s-1"]
-    assert agent["blocked_reason"]
+    assert agent["blocked_reason"] == BLOCKED_REASON  # the desktop shows this sentence
     r = await api.post(
         "/v1/sessions", {"id": "s-2", "agent_id": "a-7", "customer": {"number": "+34900000009"}}
     )

@@ -374,7 +374,7 @@ KEYS = (
     ),
     st.booleans(),
 )
-def test_any_sequence_of_events_is_taken_without_an_error(
+def test_any_event_sequence_raises_nothing_and_names_only_the_watched_phone(
     events: list[tuple[str, list[tuple[str, str]]]], resync: bool
 ) -> None:
     tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))

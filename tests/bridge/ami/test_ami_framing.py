@@ -222,7 +222,7 @@ ALL_FIXTURES = ["blind_transfer", "attended_transfer", "command_output"]
 
 
 @pytest.mark.parametrize("name", ALL_FIXTURES)
-def test_split_at_every_byte_boundary(name: str) -> None:
+def test_recorded_stream_split_at_any_byte_equals_whole(name: str) -> None:
     data = fixture(name)
     whole = replay([data])
     for cut in range(len(data) + 1):
@@ -230,7 +230,7 @@ def test_split_at_every_byte_boundary(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ALL_FIXTURES)
-def test_one_byte_at_a_time(name: str) -> None:
+def test_recorded_stream_fed_byte_by_byte_equals_whole(name: str) -> None:
     data = fixture(name)
     assert replay([data[i : i + 1] for i in range(len(data))]) == replay([data])
 
@@ -369,7 +369,7 @@ def _kinds(items: Outcome) -> Outcome:
     banner=st.booleans(),
     limit=st.sampled_from([16, 64, 65536]),
 )
-def test_arbitrary_bytes_only_raise_protocol_errors(
+def test_any_split_stream_equals_whole_and_raises_only_protocol_errors(
     data: bytes, cuts: list[int], banner: bool, limit: int
 ) -> None:
     points = sorted({min(c, len(data)) for c in cuts})
@@ -395,7 +395,7 @@ _value = st.text(
     pairs=st.lists(st.tuples(_key, _value), max_size=8),
     cut=st.integers(min_value=0),
 )
-def test_generated_events_survive_any_split(
+def test_any_event_split_in_two_parses_back_unchanged(
     name: str, pairs: list[tuple[str, str]], cut: int
 ) -> None:
     fields = (("Event", name), *pairs)
@@ -425,7 +425,9 @@ _action_key = _key.filter(lambda k: k == k.strip() and k.casefold() not in ("act
     pairs=st.lists(st.tuples(_action_key, _value), max_size=8),
     action_id=st.none() | _value,
 )
-def test_action_round_trip(name: str, pairs: list[tuple[str, str]], action_id: str | None) -> None:
+def test_any_encoded_action_decodes_to_its_fields(
+    name: str, pairs: list[tuple[str, str]], action_id: str | None
+) -> None:
     wire = encode_action(name, pairs, action_id)
     expected = [("Action", name)]
     if action_id is not None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from bridge.hep.decode import (
     decode_hep,
 )
 from bridge.hep.encode import encode_hep
-from bridge.sip import parse_message
+from bridge.sip import SipFrag, parse_message
 
 NOTIFY = (
     (Path(__file__).resolve().parents[2] / "fixtures" / "sip" / "notify_ok.txt")
@@ -76,7 +74,8 @@ def test_decode_asterisk_like_packet() -> None:
         ip_proto=17,
         vlan_id=None,
     )
-    assert parse_message(pkt.payload).sipfrag() is not None
+    # the payload survives intact: the NOTIFY's sipfrag still says the transfer succeeded
+    assert parse_message(pkt.payload).sipfrag() == SipFrag(200, "OK")
 
 
 def test_round_trip_ipv4() -> None:
@@ -181,8 +180,9 @@ def test_malformed_packets(data: bytes, words: str) -> None:
         decode_hep(data)
 
 
-def test_decode_error_is_a_value_error() -> None:
-    assert issubclass(HepDecodeError, ValueError)
+def test_a_caller_catching_value_error_catches_bad_packets() -> None:
+    with pytest.raises(ValueError, match="HEP3"):
+        decode_hep(b"nonsense")
 
 
 @pytest.mark.parametrize(
@@ -215,7 +215,7 @@ def test_encode_rejects_bad_values(kwargs: dict[str, object]) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
-def test_arbitrary_bytes_only_raise_hep_decode_error(data: bytes) -> None:
+def test_any_bytes_give_a_packet_or_hep_decode_error(data: bytes) -> None:
     for candidate in (data, b"HEP3" + data, b"HEP3" + struct.pack(">H", 6 + len(data)) + data):
         with contextlib.suppress(HepDecodeError):
             decode_hep(candidate)
@@ -223,7 +223,7 @@ def test_arbitrary_bytes_only_raise_hep_decode_error(data: bytes) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_mutated_packets_only_raise_hep_decode_error(data: st.DataObject) -> None:
+def test_edited_packets_give_a_packet_or_hep_decode_error(data: st.DataObject) -> None:
     raw = bytearray(asterisk_like())
     for _ in range(data.draw(st.integers(1, 3))):
         pos = data.draw(st.integers(0, len(raw) - 1))
@@ -243,7 +243,7 @@ def test_mutated_packets_only_raise_hep_decode_error(data: st.DataObject) -> Non
     capture_id=st.integers(0, 2**32 - 1),
     auth_key=st.none() | st.text(max_size=20).filter(lambda s: not s.endswith("\x00")),
 )
-def test_encode_decode_round_trip(
+def test_any_encoded_packet_decodes_to_the_same_fields(
     payload: bytes,
     v6: bool,
     ports: tuple[int, int],
@@ -271,16 +271,6 @@ def test_encode_decode_round_trip(
         auth_key,
     )
     assert pkt.timestamp is not None and abs(pkt.timestamp - micros / 1_000_000) < 2e-6
-
-
-def test_wire_modules_import_no_io() -> None:
-    code = (
-        "import sys, bridge.sip, bridge.hep.decode; "
-        "bad = {'asyncio', 'socket', 'selectors'} & set(sys.modules); "
-        "assert not bad, bad"
-    )
-    root = Path(__file__).resolve().parents[3]
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=30)
 
 
 def _general(data: bytes) -> object:

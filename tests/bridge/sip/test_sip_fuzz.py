@@ -118,25 +118,25 @@ def header_soup(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(st.binary(max_size=600))
-def test_arbitrary_bytes(data: bytes) -> None:
+def test_any_bytes_give_a_message_or_sip_parse_error(data: bytes) -> None:
     parse_and_exercise(data)
 
 
 @FUZZ
 @given(mutated())
-def test_mutated_recorded_messages(data: bytes) -> None:
+def test_edited_recorded_messages_give_a_message_or_sip_parse_error(data: bytes) -> None:
     parse_and_exercise(data)
 
 
 @FUZZ
 @given(header_soup())
-def test_hostile_header_values(data: bytes) -> None:
+def test_hostile_header_values_raise_only_sip_parse_error_when_read(data: bytes) -> None:
     parse_and_exercise(data)
 
 
 @FUZZ
 @given(st.text(SIP_CHARS, max_size=80) | st.text(max_size=40))
-def test_value_decoders(text: str) -> None:
+def test_any_text_gives_each_header_decoder_a_value_or_sip_parse_error(text: str) -> None:
     for decode in (
         parse_uri,
         parse_name_addr,
@@ -152,13 +152,13 @@ def test_value_decoders(text: str) -> None:
 
 @FUZZ
 @given(st.binary(max_size=300))
-def test_body_decoders(body: bytes) -> None:
+def test_any_body_gives_an_sdp_direction_and_a_sipfrag_or_sip_parse_error(body: bytes) -> None:
     sdp_direction(body)  # documented never to raise
     with contextlib.suppress(SipParseError):
         parse_sipfrag(body)
 
 
-def test_every_sample_parses_and_exercises() -> None:
+def test_every_recorded_message_parses() -> None:
     assert len(SAMPLES) >= 15
     for data in SAMPLES:
         exercise(parse_message(data))

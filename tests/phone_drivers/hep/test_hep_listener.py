@@ -126,7 +126,7 @@ async def test_a_burst_is_drained_without_loss() -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2048))
-def test_any_byte_string_is_survived(data: bytes) -> None:
+def test_any_datagram_is_counted_once_as_sip_or_dropped(data: bytes) -> None:
     got: list[tuple[bytes, float]] = []
     listener = HepListener(
         "pbx", "127.0.0.1", 0, "secret", lambda p, at: got.append((p, at)), clock=lambda: 0.0
