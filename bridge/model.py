@@ -38,7 +38,7 @@ class Binding(StrEnum):
 
 
 class TransferState(StrEnum):
-    """The transfer as the desktop flow sees it (desktop-api.md)."""
+    """The transfer as the desktop flow sees it (docs/api.md)."""
 
     NONE = "none"
     OFFERED = "offered"

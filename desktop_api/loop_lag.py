@@ -1,6 +1,6 @@
 """How late the event loop runs: the first thing to watch when sources or clients stall.
 
-performance.md: Asterisk drops AMI clients that do not read within its write timeout (100 ms in
+docs/benchmarks.md: Asterisk drops AMI clients that do not read within its write timeout (100 ms in
 its sample configuration), so the loop's lag should stay low (p99 <= 10 ms). A task sleeps
 `interval` seconds over and over and records how much later than asked it woke up; /metrics
 shows it as the histogram `transfer_bridge_event_loop_lag_seconds` and the worst seen.

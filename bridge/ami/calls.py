@@ -2,7 +2,7 @@
 
 Only channels of watched phones are tracked (`AmiPhones`). Per phone, the first live call is
 the customer call; a call the phone places while it has one is the consult call. Facts from
-test-rig.md that shape the mapping:
+docs/evidence.md (AMI) that shape the mapping:
 
 - `BlindTransfer Result: Success` only means Asterisk accepted the REFER and sent the customer
   to the dialplan: it is a request, never proof. Proof is the customer's channel's `DialEnd`

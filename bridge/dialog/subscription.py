@@ -2,7 +2,7 @@
 
 Bytes come in as parsed `SipMessage`s, `now` is passed in, and every call returns what to send
 (`Outgoing`) plus the documents that arrived; `next_deadline()` says when to call `timer(now)`
-again. The caller owns the socket and the clock (STYLE.md, the aioquic model).
+again. The caller owns the socket and the clock (the aioquic model: a sans-I/O core).
 
     sub = Subscription("1001", settings, now=clock())
     send(sub.start(now))                 # SUBSCRIBE

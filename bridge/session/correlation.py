@@ -1,6 +1,6 @@
 """Which session a phone event belongs to: exact matches only, ambiguity reported, never guessed.
 
-desktop-api.md, "Binding a session to the phone call": by `call.sip_call_id` when the desktop
+docs/api.md, "Binding a session to the phone call": by `call.sip_call_id` when the desktop
 gave it; otherwise by the agent's phone plus the customer's number on the one call of that phone
 that is connected (or ringing) with that number.
 """

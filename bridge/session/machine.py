@@ -45,7 +45,7 @@ from bridge.model import (
 ON_CALL = frozenset({CallState.CONNECTED, CallState.ON_HOLD})
 MAX_RESULT_LENGTH = 500
 
-# The desktop steps of desktop-api.md: action -> (states it may start from, state it leads to).
+# The desktop steps of docs/api.md: action -> (states it may start from, state it leads to).
 # `confirm`, `deny` and `acknowledge` have extra cases against phone evidence, handled below.
 STEPS: dict[Action, tuple[frozenset[TransferState], TransferState]] = {
     Action.OPEN: (frozenset({TransferState.NONE, TransferState.FAILED}), TransferState.OFFERED),

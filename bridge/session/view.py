@@ -39,7 +39,7 @@ def _conflict_json(conflict: Conflict | None) -> dict[str, Any] | None:
 
 
 def session_view(session: Session, transfer_enabled: bool) -> dict[str, Any]:
-    """The session as desktop-api.md shows it to the desktop."""
+    """The session as docs/api.md shows it to the desktop."""
     data = session_record(session)
     transfer = data["transfer"]
     del transfer["agent_said"]

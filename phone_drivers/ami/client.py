@@ -1,7 +1,7 @@
 """An asyncio AMI client for one ``[[sources.ami]]``: connect, log in, hand on every event.
 
 The bytes are framed by the sans-I/O ``bridge.ami.AmiParser``; this module owns the socket, the
-timers and the retries. performance.md: Asterisk drops a manager client that does not read fast
+timers and the retries. docs/benchmarks.md: Asterisk drops a manager client that does not read fast
 enough, so every event read is handed to the sink synchronously, in order, with no await per
 event. Any failure (unreachable, refused login, garbage, a silent peer) closes the connection,
 is counted and shown in ``health``, and the client tries again with back-off until ``close()``.

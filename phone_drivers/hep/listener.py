@@ -1,6 +1,6 @@
 """A UDP HEPv3 listener that drains many datagrams per loop turn and never awaits per packet.
 
-performance.md: the default asyncio datagram transport reads one datagram per loop turn; a
+docs/benchmarks.md: the default asyncio datagram transport reads one datagram per loop turn; a
 reader callback on a non-blocking socket that drains the socket reaches ~66k packets/s with
 decode and keys. Every packet is decoded, checked and handed on synchronously; anything
 malformed, unauthorised or not SIP is counted and dropped, never raised.

@@ -1,6 +1,6 @@
 """`transfer-bridge serve [--config PATH]`: the TOML file, environment overrides, and refusals.
 
-A bad key or value stops start-up quickly with a message that names it (configuration.md);
+A bad key or value stops start-up quickly with a message that names it (docs/configuration.md);
 the command line is run as a real process, `load_settings` is also checked on its own.
 """
 

@@ -1,4 +1,4 @@
-"""/metrics tells an operator when the event loop stalls (performance.md: p99 <= 10 ms)."""
+"""/metrics tells an operator when the event loop stalls (docs/benchmarks.md: p99 <= 10 ms)."""
 
 from __future__ import annotations
 

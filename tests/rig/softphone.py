@@ -23,7 +23,7 @@ Control: one JSON object a line on stdin, ``{"id": 7, "cmd": "call", "phone": "2
 - ``attended_transfer(phone, ref, consult_ref, hangup_on_success=true)`` (REFER with Replaces
   naming the consult call);
 - ``answer_then_transfer(phone, ref, target)``: 200 OK and the REFER in the same instant (the
-  race test-rig.md describes);
+  race docs/rig.md describes);
 - ``behaviour(phone, mode, delay_ms=0)``: what the phone does with incoming calls: ``manual``
   (default: 180 Ringing, then wait for ``answer``), ``auto`` (180, then 200 after delay_ms),
   ``busy`` (486 Busy Here at once);

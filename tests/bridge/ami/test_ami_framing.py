@@ -1,6 +1,6 @@
 """AMI framing: recorded-shape streams replayed whole and split, limits, fuzzing, actions.
 
-The fixtures in tests/fixtures/ami follow the Asterisk 22 field lists of test-rig.md; replaying
+The fixtures in tests/fixtures/ami follow the Asterisk 22 fields of docs/evidence.md; replaying
 them at every split point is panoramisk's recorded-stream idea without a transport.
 """
 
