@@ -11,7 +11,7 @@ from bridge.evidence import (
     TransferRequested,
     TransferSucceeded,
 )
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import CallState, ConsultState, FailureCause, ProofGrade, ReferState, TransferKind
 from desktop_api.testing import ApiClient, RunningBridge
 from tests.desktop_api.openapi.checker import HUGE, JSON, Checker, assert_covers, evidence
 from tests.desktop_api.openapi.conftest import S1, put_agent, steps
@@ -19,6 +19,8 @@ from tests.desktop_api.openapi.coverage import COVERS
 
 STEP = "/v1/sessions/s-1/transfer"
 BLOCKED_REASON = "a transferred session must be ended with a result before new requests"
+
+CONSULT_REPLACED = ProofGrade.CONSULT_REPLACED
 
 
 async def test_transfer_steps_of_the_seed_flow(
@@ -202,8 +204,9 @@ async def test_phone_evidence_binds_the_call_proves_the_transfer_and_outlasts_a_
         ConsultChanged(ConsultState.ANSWERED, "1003"),
         TransferRequested(TransferKind.ATTENDED, "1003"),
         TransferProgressed(ReferState.ACCEPTED, "SIP/2.0 202 Accepted"),
-        TransferSucceeded("notify_2xx", "SIP/2.0 200 OK"),
-        TransferSucceeded("notify_2xx", "SIP/2.0 200 OK"),  # a duplicate: audit only
+        TransferSucceeded("notify_2xx_consult_answered", "SIP/2.0 200 OK", CONSULT_REPLACED),
+        # a duplicate: audit only
+        TransferSucceeded("notify_2xx_consult_answered", "SIP/2.0 200 OK", CONSULT_REPLACED),
     ):
         await service.ingest(evidence(phone8, observation, "c-10"))
     transfer = (await steps(c, api, "s-10", "deny"))["transfer"]
@@ -216,6 +219,11 @@ async def test_phone_evidence_binds_the_call_proves_the_transfer_and_outlasts_a_
         "last_sipfrag": "SIP/2.0 200 OK",
         "proved_by": "hep",
         "final_at": "2026-01-01T00:00:00.000Z",
+        "proof": "consult_replaced",
+        "proof_reason": "notify_2xx_consult_answered",
+        "failure": None,
+        "handoff_at": "2026-01-01T00:00:00.000Z",
+        "pbx_reported_at": None,
     }
     r = await c.call(api, "GET", "/v1/agents/a-8", expect=200)
     assert r.body["current_call"] == {
@@ -249,11 +257,14 @@ async def test_a_phone_failure_after_the_agents_yes_is_a_conflict_and_reopens_th
     await steps(c, api, "s-11", "open", "internal", "next", "confirm")
     await bridge.service.ingest(
         evidence(
-            "sip:1004@pbx.example", TransferFailed("notify_4xx", "SIP/2.0 486 Busy Here"), "c-11"
+            "sip:1004@pbx.example",
+            TransferFailed("notify_failure", "SIP/2.0 486 Busy Here", FailureCause.TARGET_BUSY),
+            "c-11",
         )
     )
     r = await c.call(api, "GET", "/v1/sessions/s-11", expect=200)
     assert r.body["transfer"]["state"] == "failed"
+    assert r.body["transfer"]["phone"]["failure"] == "target_busy"
     assert r.body["transfer"]["conflict"]["phone"] == "failed"
     assert r.body["transfer"]["unavailable"] is None and "transfer.open" in r.body["actions"]
 
