@@ -1,0 +1,5 @@
+"""The bridge service: the state machine over the store, the in-memory indexes and the feed."""
+
+from desktop_api.service.facade import BridgeService, NotFound, hash_token
+
+__all__ = ["BridgeService", "NotFound", "hash_token"]
