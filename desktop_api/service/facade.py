@@ -12,10 +12,9 @@ import asyncio
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -32,7 +31,6 @@ from bridge.model import (
     Phone,
     Session,
     SessionStatus,
-    TransferState,
 )
 from bridge.session.correlation import PhoneCalls, bind_candidates, route
 from bridge.session.machine import (
@@ -49,21 +47,12 @@ from bridge.uris import phone_key
 from desktop_api.changes import ChangeHub
 from desktop_api.clock import utc_now
 from desktop_api.metrics import Metrics
+from desktop_api.service.errors import NotFound
+from desktop_api.service.open_sessions import AgentKey, OpenSessions
+from desktop_api.service.runner import StoreRunner
+from desktop_api.service.writer import SessionWriter, newly_transferred
 
 log = structlog.get_logger("transfer_bridge.service")
-T = TypeVar("T")
-AgentKey = tuple[str, str]
-
-
-def _newly_transferred(before: Session, after: Session) -> bool:
-    return (
-        after.transfer.state is TransferState.TRANSFERRED
-        and before.transfer.state is not TransferState.TRANSFERRED
-    )
-
-
-class NotFound(Exception):
-    """The resource does not exist for this caller (or belongs to another account)."""
 
 
 def hash_token(token: str) -> str:
@@ -77,42 +66,33 @@ class BridgeService:
     def __init__(
         self, store: Store, metrics: Metrics, *, clock: Callable[[], str] = utc_now
     ) -> None:
-        self.store = store
         self.metrics = metrics
         self.clock = clock
         self.hub = ChangeHub()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._db = StoreRunner(store)
+        self._open = OpenSessions()
+        self._writer = SessionWriter(self._db, self._open, self.hub, metrics, clock)
         self.accounts: dict[str, Account] = {}
         self._tokens: dict[str, str] = {}
         self.agents: dict[AgentKey, Agent] = {}
         self._agent_by_phone: dict[str, AgentKey] = {}
-        self._open: dict[tuple[str, str], Session] = {}
-        self._open_by_agent: dict[AgentKey, dict[str, Session]] = {}
         self._phone_calls: dict[str, PhoneCalls] = {}
-        self._encoded: dict[tuple[str, str], tuple[int, bytes]] = {}
         # Called after an agent (and so possibly a phone) changes: sources re-read the phones.
         self.on_agents_changed: list[Callable[[], None]] = []
-        self._locks: dict[AgentKey, asyncio.Lock] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
 
     # --- life cycle ---
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
-
     async def start(self) -> None:
         """Load what the store holds; nothing is lost across a restart."""
-        for account in await self._db(self.store.load_accounts):
+        for account in await self._db.run(self._db.store.load_accounts):
             self.accounts[account.id] = account
-        for token_hash, account_id in await self._db(self.store.load_token_hashes):
+        for token_hash, account_id in await self._db.run(self._db.store.load_token_hashes):
             self._tokens[token_hash] = account_id
-        for agent in await self._db(self.store.load_agents):
+        for agent in await self._db.run(self._db.store.load_agents):
             self._remember_agent(agent)
-        for session in await self._db(self.store.load_open_sessions):
-            self._remember_session(session)
-        self.hub.last_seq = await self._db(self.store.last_change_seq)
-        self.metrics.sessions_open.set(len(self._open))
+        await self._writer.load()
+        self.hub.last_seq = await self._db.run(self._db.store.last_change_seq)
         log.info(
             "store_loaded",
             accounts=len(self.accounts),
@@ -123,14 +103,7 @@ class BridgeService:
     async def close(self) -> None:
         """Release waiters, finish queued writes and close the store."""
         self.hub.close()
-        await self._db(self.store.close)
-        self._executor.shutdown(wait=True)
-
-    def _lock(self, key: AgentKey) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+        await self._db.close()
 
     def _remember_agent(self, agent: Agent) -> None:
         key = (agent.account_id, agent.id)
@@ -139,34 +112,6 @@ class BridgeService:
             self._agent_by_phone.pop(phone_key(old.phone.sip_uri), None)
         self.agents[key] = agent
         self._agent_by_phone[phone_key(agent.phone.sip_uri)] = key
-
-    def _remember_session(self, session: Session) -> None:
-        key = (session.account_id, session.id)
-        by_agent = self._open_by_agent.setdefault((session.account_id, session.agent_id), {})
-        if session.status is SessionStatus.ENDED:
-            self._open.pop(key, None)
-            self._encoded.pop(key, None)
-            by_agent.pop(session.id, None)
-        else:
-            self._open[key] = session
-            by_agent[session.id] = session
-
-    async def _commit(self, writes: Sequence[SessionWrite]) -> None:
-        """Write, then make visible: the cache and the feed only ever show committed state."""
-        if not writes:
-            return
-        seqs = await self._db(self.store.write_sessions, writes)
-        for seq, write in zip(seqs, writes, strict=True):
-            self._remember_session(write.session)
-            self.hub.publish(seq, write.session)
-        self.metrics.sessions_open.set(len(self._open))
-
-    async def _commit_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        writes = [SessionWrite(o.session, o.audit) for o in outcomes if o.changed]
-        await self._commit(writes)
-        quiet = [o for o in outcomes if not o.changed and o.audit]
-        for o in quiet:
-            await self._db(self.store.append_audit, o.session, o.audit)
 
     # --- accounts and tokens ---
 
@@ -188,7 +133,7 @@ class BridgeService:
         async with lock:
             if account_id in self.accounts:
                 raise TransferNotAllowed("already_exists", f"account {account_id!r} exists")
-            await self._db(self.store.create_account, account)
+            await self._db.run(self._db.store.create_account, account)
             self.accounts[account_id] = account
         log.info("account_created", account_id=account_id, transfer_enabled=transfer_enabled)
         return account
@@ -210,36 +155,19 @@ class BridgeService:
             )
             if new == old:
                 return old
-            await self._db(self.store.update_account, new)
+            await self._db.run(self._db.store.update_account, new)
             self.accounts[account_id] = new
             if new.transfer_enabled != old.transfer_enabled:
-                await self._touch_account_sessions(new)
+                await self._writer.touch_account(new)
         log.info("account_updated", account_id=account_id, transfer_enabled=new.transfer_enabled)
         return new
-
-    async def _touch_account_sessions(self, account: Account) -> None:
-        agents = {agent for (acc, agent) in self._open_by_agent if acc == account.id}
-        for agent_id in sorted(agents):
-            async with self._lock((account.id, agent_id)):
-                now = self.clock()
-                entry = AuditEntry(
-                    now,
-                    "system",
-                    "account_transfer_switched",
-                    {"transfer_enabled": account.transfer_enabled},
-                )
-                writes = [
-                    SessionWrite(replace(s, version=s.version + 1, updated_at=now), (entry,))
-                    for s in self._open_by_agent.get((account.id, agent_id), {}).values()
-                ]
-                await self._commit(writes)
 
     async def mint_token(self, account_id: str) -> str:
         """A new account token; it is returned once and only its hash is kept."""
         self.get_account(account_id)
         token = "tb_" + secrets.token_urlsafe(32)
         token_hash = hash_token(token)
-        await self._db(self.store.add_token, token_hash, account_id, self.clock())
+        await self._db.run(self._db.store.add_token, token_hash, account_id, self.clock())
         self._tokens[token_hash] = account_id
         log.info("token_minted", account_id=account_id)
         return token
@@ -259,7 +187,7 @@ class BridgeService:
         """Create or replace an agent; a phone belongs to one agent only (exact correlation)."""
         key = (account_id, agent_id)
         pkey = phone_key(phone.sip_uri)
-        async with self._lock(key):
+        async with self._writer.lock(key):
             owner = self._agent_by_phone.get(pkey)
             if owner is not None and owner != key:
                 raise TransferNotAllowed(
@@ -268,7 +196,7 @@ class BridgeService:
             created = key not in self.agents
             agent = Agent(account_id, agent_id, name, phone, self.clock())
             try:
-                await self._db(self.store.put_agent, agent, pkey)
+                await self._db.run(self._db.store.put_agent, agent, pkey)
             except StoreConflict as exc:
                 raise TransferNotAllowed(
                     "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
@@ -281,14 +209,12 @@ class BridgeService:
 
     def agent_view(self, agent: Agent) -> dict[str, Any]:
         """The agent with its availability (rule 5) and current call."""
-        open_sessions = self._open_by_agent.get((agent.account_id, agent.id), {})
-        blocking = sorted(
-            s.id for s in open_sessions.values() if s.status is SessionStatus.CALL_TRANSFERRED
-        )
+        open_sessions = self._open.of_agent((agent.account_id, agent.id))
+        blocking = sorted(s.id for s in open_sessions if s.status is SessionStatus.CALL_TRANSFERRED)
         current = None
         live = [
             s
-            for s in open_sessions.values()
+            for s in open_sessions
             if s.call.state in (CallState.RINGING, CallState.CONNECTED, CallState.ON_HOLD)
         ]
         if live:
@@ -327,24 +253,21 @@ class BridgeService:
         Sessions are immutable values and every change (the account's transfer switch too)
         bumps the version, so the encoding of a version never goes stale.
         """
-        key = (session.account_id, session.id)
-        cached = self._encoded.get(key)
-        if cached is not None and cached[0] == session.version:
-            return cached[1]
-        body = json.dumps(self.view(session)).encode()
-        if key in self._open:
-            self._encoded[key] = (session.version, body)
+        body = self._open.encoded(session)
+        if body is None:
+            body = json.dumps(self.view(session)).encode()
+            self._open.keep_encoded(session, body)
         return body
 
     def cached_session(self, account_id: str, session_id: str) -> Session | None:
         """An open session from memory, without a trip to the store."""
-        return self._open.get((account_id, session_id))
+        return self._open.get(account_id, session_id)
 
     async def get_session(self, account_id: str, session_id: str) -> Session:
         """An open session from memory, an ended one from the store, or NotFound."""
-        session = self._open.get((account_id, session_id))
+        session = self._open.get(account_id, session_id)
         if session is None:
-            session = await self._db(self.store.get_session, account_id, session_id)
+            session = await self._db.run(self._db.store.get_session, account_id, session_id)
         if session is None:
             raise NotFound(session_id)
         return session
@@ -353,7 +276,7 @@ class BridgeService:
         self, account_id: str, agent_id: str | None, status: str | None, limit: int
     ) -> list[Session]:
         """Sessions of an account, newest first."""
-        return await self._db(self.store.list_sessions, account_id, agent_id, status, limit)
+        return await self._db.run(self._db.store.list_sessions, account_id, agent_id, status, limit)
 
     async def open_session(
         self,
@@ -368,7 +291,7 @@ class BridgeService:
         agent = self.agents.get((account_id, agent_id))
         if agent is None:
             raise InvalidInput("unknown_agent", f"no agent {agent_id!r}", field="/agent_id")
-        async with self._lock((account_id, agent_id)):
+        async with self._writer.lock((account_id, agent_id)):
             view = self.agent_view(agent)
             if not view["can_take_requests"]:
                 raise TransferNotAllowed(
@@ -376,7 +299,7 @@ class BridgeService:
                     "the agent has a transferred session that is not ended with a result: "
                     + ", ".join(view["blocking_sessions"]),
                 )
-            if (account_id, session_id) in self._open:
+            if self._open.get(account_id, session_id) is not None:
                 raise TransferNotAllowed("already_exists", f"session {session_id!r} exists")
             now = self.clock()
             call = Call(
@@ -395,7 +318,7 @@ class BridgeService:
                 session, more = self._bind_new(session, calls, now)
                 audit += more
             try:
-                await self._commit([SessionWrite(session, audit, create=True)])
+                await self._writer.commit([SessionWrite(session, audit, create=True)])
             except StoreConflict as exc:
                 raise TransferNotAllowed(
                     "already_exists", f"session {session_id!r} exists"
@@ -427,13 +350,13 @@ class BridgeService:
     async def transfer_step(self, account_id: str, session_id: str, action: Action) -> Session:
         """One desktop click of the seed's flow."""
         session = await self.get_session(account_id, session_id)
-        async with self._lock((account_id, session.agent_id)):
+        async with self._writer.lock((account_id, session.agent_id)):
             session = await self.get_session(account_id, session_id)
             account = self.get_account(account_id)
             outcome = desktop_step(
                 session, action, transfer_enabled=account.transfer_enabled, now=self.clock()
             )
-            await self._commit_outcomes([outcome])
+            await self._writer.commit_outcomes([outcome])
         log.info(
             "transfer_step",
             account_id=account_id,
@@ -442,52 +365,47 @@ class BridgeService:
             transfer_state=outcome.session.transfer.state.value,
         )
         self.metrics.desktop_steps.labels(action.value).inc()
-        if _newly_transferred(session, outcome.session):
+        if newly_transferred(session, outcome.session):
             self.metrics.transfers.labels("agent").inc()
         return outcome.session
 
     async def end(self, account_id: str, session_id: str, result: str) -> Session:
         """Set the result and end the session (rule 4)."""
         session = await self.get_session(account_id, session_id)
-        async with self._lock((account_id, session.agent_id)):
+        async with self._writer.lock((account_id, session.agent_id)):
             session = await self.get_session(account_id, session_id)
             outcome = end_session(session, result, now=self.clock())
-            await self._commit_outcomes([outcome])
+            await self._writer.commit_outcomes([outcome])
         log.info("session_ended", account_id=account_id, session_id=session_id)
         return outcome.session
 
     async def open_sessions(self, account_id: str, agent_id: str | None) -> list[Session]:
         """The account's open sessions (of one agent if given), oldest first."""
-        found = [
-            s
-            for (acc, _), s in self._open.items()
-            if acc == account_id and (agent_id is None or s.agent_id == agent_id)
-        ]
-        return sorted(found, key=lambda s: (s.created_at, s.id))
+        return self._open.of_account(account_id, agent_id)
 
     async def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
         """The change feed after a cursor, from the store."""
-        return await self._db(self.store.changes_after, account_id, seq, limit)
+        return await self._db.run(self._db.store.changes_after, account_id, seq, limit)
 
     async def first_change_seq(self) -> int:
         """The oldest cursor the change feed can still replay from (0: empty)."""
-        return await self._db(self.store.first_change_seq)
+        return await self._db.run(self._db.store.first_change_seq)
 
     async def prune_changes(self, keep: int) -> int:
         """Drop all but the newest `keep` changes of the feed; how many went."""
-        dropped = await self._db(self.store.prune_changes, keep)
+        dropped = await self._db.run(self._db.store.prune_changes, keep)
         if dropped:
             log.info("change_feed_pruned", dropped=dropped, kept=keep)
         return dropped
 
     async def ping_store(self) -> None:
         """Raise if the store cannot answer."""
-        await self._db(self.store.last_change_seq)
+        await self._db.ping()
 
     async def audit(self, account_id: str, session_id: str) -> list[dict[str, Any]]:
         """The session's append-only trail."""
         await self.get_session(account_id, session_id)
-        return await self._db(self.store.read_audit, account_id, session_id)
+        return await self._db.run(self._db.store.read_audit, account_id, session_id)
 
     # --- phone evidence ---
 
@@ -508,13 +426,14 @@ class BridgeService:
         if event.call_id is not None:
             state = obs.state if isinstance(obs, CallStateChanged) else None
             calls.update(event.call_id, event.remote, state, source)
-        async with self._lock(agent_key):
+        async with self._writer.lock(agent_key):
             now = self.clock()
-            sessions = list(self._open_by_agent.get(agent_key, {}).values())
+            sessions = self._open.of_agent(agent_key)
+            by_id = {s.id: s for s in sessions}
             target, changes = route(sessions, calls, event.call_id)
             outcomes: dict[str, Outcome] = {}
             for change in changes:
-                s = self._open[(agent_key[0], change.session_id)]
+                s = by_id[change.session_id]
                 known = calls.calls.get(change.call_id) if change.call_id else None
                 # When the event itself is the call's new state, let apply_evidence set it, with
                 # the time the phone observed it.
@@ -525,7 +444,7 @@ class BridgeService:
                 if o.changed:
                     outcomes[s.id] = o
             if target is None:
-                await self._commit_outcomes(list(outcomes.values()))
+                await self._writer.commit_outcomes(list(outcomes.values()))
                 self.metrics.evidence_dropped.labels(source, "no_session").inc()
                 return None
             base = outcomes.get(target.id)
@@ -534,9 +453,9 @@ class BridgeService:
             if base is not None:
                 o = Outcome(o.session, (*base.audit, *o.audit), True)
             outcomes[target.id] = o
-            await self._commit_outcomes(list(outcomes.values()))
+            await self._writer.commit_outcomes(list(outcomes.values()))
         self.metrics.evidence_applied.labels(source, type(obs).__name__).inc()
-        if _newly_transferred(current, o.session):
+        if newly_transferred(current, o.session):
             self.metrics.transfers.labels("phone").inc()
         log.info(
             "phone_evidence",
