@@ -8,10 +8,7 @@ for the same agent never race.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -49,15 +46,11 @@ from desktop_api.clock import utc_now
 from desktop_api.metrics import Metrics
 from desktop_api.service.errors import NotFound
 from desktop_api.service.open_sessions import AgentKey, OpenSessions
+from desktop_api.service.registry import Registry
 from desktop_api.service.runner import StoreRunner
 from desktop_api.service.writer import SessionWriter, newly_transferred
 
 log = structlog.get_logger("transfer_bridge.service")
-
-
-def hash_token(token: str) -> str:
-    """Tokens are random and long, so one SHA-256 is enough to keep them unreadable at rest."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class BridgeService:
@@ -72,25 +65,14 @@ class BridgeService:
         self._db = StoreRunner(store)
         self._open = OpenSessions()
         self._writer = SessionWriter(self._db, self._open, self.hub, metrics, clock)
-        self.accounts: dict[str, Account] = {}
-        self._tokens: dict[str, str] = {}
-        self.agents: dict[AgentKey, Agent] = {}
-        self._agent_by_phone: dict[str, AgentKey] = {}
+        self._registry = Registry(self._db, self._writer, clock)
         self._phone_calls: dict[str, PhoneCalls] = {}
-        # Called after an agent (and so possibly a phone) changes: sources re-read the phones.
-        self.on_agents_changed: list[Callable[[], None]] = []
-        self._account_locks: dict[str, asyncio.Lock] = {}
 
     # --- life cycle ---
 
     async def start(self) -> None:
         """Load what the store holds; nothing is lost across a restart."""
-        for account in await self._db.run(self._db.store.load_accounts):
-            self.accounts[account.id] = account
-        for token_hash, account_id in await self._db.run(self._db.store.load_token_hashes):
-            self._tokens[token_hash] = account_id
-        for agent in await self._db.run(self._db.store.load_agents):
-            self._remember_agent(agent)
+        await self._registry.load()
         await self._writer.load()
         self.hub.last_seq = await self._db.run(self._db.store.last_change_seq)
         log.info(
@@ -105,107 +87,58 @@ class BridgeService:
         self.hub.close()
         await self._db.close()
 
-    def _remember_agent(self, agent: Agent) -> None:
-        key = (agent.account_id, agent.id)
-        old = self.agents.get(key)
-        if old is not None:
-            self._agent_by_phone.pop(phone_key(old.phone.sip_uri), None)
-        self.agents[key] = agent
-        self._agent_by_phone[phone_key(agent.phone.sip_uri)] = key
+    @property
+    def accounts(self) -> dict[str, Account]:
+        """All accounts by id (read-only use: change them through the methods)."""
+        return self._registry.accounts
+
+    @property
+    def agents(self) -> dict[AgentKey, Agent]:
+        """All agents by (account id, agent id); a live mapping the sources watch."""
+        return self._registry.agents
+
+    @property
+    def on_agents_changed(self) -> list[Callable[[], None]]:
+        """Called after an agent (and so possibly a phone) changes: sources re-read the phones."""
+        return self._registry.on_agents_changed
 
     # --- accounts and tokens ---
 
     def account_for_token(self, token: str) -> str | None:
         """The account an account token belongs to."""
-        return self._tokens.get(hash_token(token))
+        return self._registry.account_for_token(token)
 
     def get_account(self, account_id: str) -> Account:
         """An account, or NotFound."""
-        account = self.accounts.get(account_id)
-        if account is None:
-            raise NotFound(account_id)
-        return account
+        return self._registry.get_account(account_id)
 
     async def create_account(self, account_id: str, name: str, transfer_enabled: bool) -> Account:
         """Create a tenant; its id must be new."""
-        account = Account(account_id, name, transfer_enabled, self.clock())
-        lock = self._account_locks.setdefault(account_id, asyncio.Lock())
-        async with lock:
-            if account_id in self.accounts:
-                raise TransferNotAllowed("already_exists", f"account {account_id!r} exists")
-            await self._db.run(self._db.store.create_account, account)
-            self.accounts[account_id] = account
-        log.info("account_created", account_id=account_id, transfer_enabled=transfer_enabled)
-        return account
+        return await self._registry.create_account(account_id, name, transfer_enabled)
 
     async def update_account(
         self, account_id: str, *, name: str | None, transfer_enabled: bool | None
     ) -> Account:
-        """Rename or switch the transfer feature; open sessions get a new version so desktops
-        waiting on them see their `actions` change at once."""
-        lock = self._account_locks.setdefault(account_id, asyncio.Lock())
-        async with lock:
-            old = self.get_account(account_id)
-            new = replace(
-                old,
-                name=old.name if name is None else name,
-                transfer_enabled=old.transfer_enabled
-                if transfer_enabled is None
-                else transfer_enabled,
-            )
-            if new == old:
-                return old
-            await self._db.run(self._db.store.update_account, new)
-            self.accounts[account_id] = new
-            if new.transfer_enabled != old.transfer_enabled:
-                await self._writer.touch_account(new)
-        log.info("account_updated", account_id=account_id, transfer_enabled=new.transfer_enabled)
-        return new
+        """Rename an account or switch its transfer feature."""
+        return await self._registry.update_account(
+            account_id, name=name, transfer_enabled=transfer_enabled
+        )
 
     async def mint_token(self, account_id: str) -> str:
         """A new account token; it is returned once and only its hash is kept."""
-        self.get_account(account_id)
-        token = "tb_" + secrets.token_urlsafe(32)
-        token_hash = hash_token(token)
-        await self._db.run(self._db.store.add_token, token_hash, account_id, self.clock())
-        self._tokens[token_hash] = account_id
-        log.info("token_minted", account_id=account_id)
-        return token
+        return await self._registry.mint_token(account_id)
 
     # --- agents ---
 
     def get_agent(self, account_id: str, agent_id: str) -> Agent:
         """An agent of this account, or NotFound."""
-        agent = self.agents.get((account_id, agent_id))
-        if agent is None:
-            raise NotFound(agent_id)
-        return agent
+        return self._registry.get_agent(account_id, agent_id)
 
     async def put_agent(
         self, account_id: str, agent_id: str, name: str, phone: Phone
     ) -> tuple[Agent, bool]:
-        """Create or replace an agent; a phone belongs to one agent only (exact correlation)."""
-        key = (account_id, agent_id)
-        pkey = phone_key(phone.sip_uri)
-        async with self._writer.lock(key):
-            owner = self._agent_by_phone.get(pkey)
-            if owner is not None and owner != key:
-                raise TransferNotAllowed(
-                    "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
-                )
-            created = key not in self.agents
-            agent = Agent(account_id, agent_id, name, phone, self.clock())
-            try:
-                await self._db.run(self._db.store.put_agent, agent, pkey)
-            except StoreConflict as exc:
-                raise TransferNotAllowed(
-                    "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
-                ) from exc
-            self._remember_agent(agent)
-        for callback in self.on_agents_changed:
-            callback()
-        log.info("agent_saved", account_id=account_id, agent_id=agent_id, created=created)
-        return agent, created
+        """Create or replace an agent; a phone belongs to one agent only."""
+        return await self._registry.put_agent(account_id, agent_id, name, phone)
 
     def agent_view(self, agent: Agent) -> dict[str, Any]:
         """The agent with its availability (rule 5) and current call."""
@@ -417,7 +350,7 @@ class BridgeService:
         """
         pkey = phone_key(event.phone)
         source = event.evidence.source
-        agent_key = self._agent_by_phone.get(pkey)
+        agent_key = self._registry.agent_of_phone(pkey)
         if agent_key is None:
             self.metrics.evidence_dropped.labels(source, "unknown_phone").inc()
             return None
