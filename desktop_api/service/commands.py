@@ -1,0 +1,122 @@
+"""What a desktop asks of a session: open it, take a transfer step, end it with a result.
+
+Each command runs the rules of `bridge.session.machine` under the agent's lock and commits
+what they decide; the API contract is docs/api.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from bridge.errors import InvalidInput, TransferNotAllowed
+from bridge.model import Action, Binding, Call, CallState, Customer, Session
+from bridge.session.machine import AuditEntry, desktop_step, end_session
+from bridge.store import SessionWrite, StoreConflict
+from desktop_api.metrics import Metrics
+from desktop_api.service.evidence import EvidenceRouter
+from desktop_api.service.reads import Reads
+from desktop_api.service.registry import Registry
+from desktop_api.service.writer import SessionWriter, newly_transferred
+
+log = structlog.get_logger("transfer_bridge.service")
+
+
+class SessionCommands:
+    """The desktop's writes to sessions."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        reads: Reads,
+        writer: SessionWriter,
+        evidence: EvidenceRouter,
+        metrics: Metrics,
+        clock: Callable[[], str],
+    ) -> None:
+        self._registry = registry
+        self._reads = reads
+        self._writer = writer
+        self._evidence = evidence
+        self._metrics = metrics
+        self._clock = clock
+
+    async def open_session(
+        self,
+        account_id: str,
+        session_id: str,
+        agent_id: str,
+        customer: Customer,
+        call_state: CallState | None,
+        sip_call_id: str | None,
+    ) -> Session:
+        """Open a customer session; refused while the agent has a transferred session (rule 5)."""
+        agent = self._registry.agents.get((account_id, agent_id))
+        if agent is None:
+            raise InvalidInput("unknown_agent", f"no agent {agent_id!r}", field="/agent_id")
+        exists = TransferNotAllowed("already_exists", f"session {session_id!r} exists")
+        async with self._writer.lock((account_id, agent_id)):
+            view = self._reads.agent_view(agent)
+            if not view["can_take_requests"]:
+                raise TransferNotAllowed(
+                    "agent_blocked",
+                    "the agent has a transferred session that is not ended with a result: "
+                    + ", ".join(view["blocking_sessions"]),
+                )
+            if self._reads.cached_session(account_id, session_id) is not None:
+                raise exists
+            now = self._clock()
+            call = Call(
+                state=call_state or CallState.NONE,
+                sip_call_id=sip_call_id,
+                since=now if call_state else None,
+                binding=Binding.CALL_ID if sip_call_id else Binding.NONE,
+            )
+            session = Session(
+                account_id, session_id, agent_id, customer, now, call=call, updated_at=now
+            )
+            detail: dict[str, Any] = {"agent_id": agent_id, "call_state": call.state.value}
+            audit = [AuditEntry(now, "desktop", "session_opened", detail)]
+            session, more = self._evidence.bind_new(session, agent, now)
+            audit += more
+            try:
+                await self._writer.commit([SessionWrite(session, audit, create=True)])
+            except StoreConflict as exc:
+                raise exists from exc
+        log.info("session_opened", account_id=account_id, session_id=session_id, agent_id=agent_id)
+        self._metrics.sessions_opened.inc()
+        return session
+
+    async def transfer_step(self, account_id: str, session_id: str, action: Action) -> Session:
+        """One desktop click of the seed's flow."""
+        session = await self._reads.get_session(account_id, session_id)
+        async with self._writer.lock((account_id, session.agent_id)):
+            session = await self._reads.get_session(account_id, session_id)
+            account = self._registry.get_account(account_id)
+            outcome = desktop_step(
+                session, action, transfer_enabled=account.transfer_enabled, now=self._clock()
+            )
+            await self._writer.commit_outcomes([outcome])
+        log.info(
+            "transfer_step",
+            account_id=account_id,
+            session_id=session_id,
+            action=action.value,
+            transfer_state=outcome.session.transfer.state.value,
+        )
+        self._metrics.desktop_steps.labels(action.value).inc()
+        if newly_transferred(session, outcome.session):
+            self._metrics.transfers.labels("agent").inc()
+        return outcome.session
+
+    async def end(self, account_id: str, session_id: str, result: str) -> Session:
+        """Set the result and end the session (rule 4)."""
+        session = await self._reads.get_session(account_id, session_id)
+        async with self._writer.lock((account_id, session.agent_id)):
+            session = await self._reads.get_session(account_id, session_id)
+            outcome = end_session(session, result, now=self._clock())
+            await self._writer.commit_outcomes([outcome])
+        log.info("session_ended", account_id=account_id, session_id=session_id)
+        return outcome.session

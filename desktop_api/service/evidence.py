@@ -1,0 +1,141 @@
+"""Phone evidence: find the one session an event belongs to, then let the machine apply it.
+
+Correlation is `bridge.session.correlation` (exact matches only); the rules are
+`bridge.session.machine`. The calls each phone is on are remembered here, per phone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import structlog
+
+from bridge.evidence import CallStateChanged, PhoneEvent
+from bridge.model import Agent, Session
+from bridge.session.correlation import BindingChange, PhoneCalls, bind_candidates, route
+from bridge.session.machine import AuditEntry, Outcome, apply_binding, apply_evidence
+from bridge.uris import phone_key
+from desktop_api.metrics import Metrics
+from desktop_api.service.open_sessions import AgentKey, OpenSessions
+from desktop_api.service.registry import Registry
+from desktop_api.service.writer import SessionWriter, newly_transferred
+
+log = structlog.get_logger("transfer_bridge.service")
+
+
+class EvidenceRouter:
+    """Routes `PhoneEvent`s from the sources to sessions, under the agent's lock."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        open_sessions: OpenSessions,
+        writer: SessionWriter,
+        metrics: Metrics,
+        clock: Callable[[], str],
+    ) -> None:
+        self._registry = registry
+        self._open = open_sessions
+        self._writer = writer
+        self._metrics = metrics
+        self._clock = clock
+        self._phone_calls: dict[str, PhoneCalls] = {}  # by phone_key
+
+    async def ingest(self, event: PhoneEvent) -> Session | None:
+        """Route one phone event to its session and apply it; returns the session it changed.
+
+        Events for phones no agent uses, or for calls no session can be tied to exactly, are
+        counted and dropped.
+        """
+        pkey = phone_key(event.phone)
+        source = event.evidence.source
+        agent_key = self._registry.agent_of_phone(pkey)
+        if agent_key is None:
+            self._metrics.evidence_dropped.labels(source, "unknown_phone").inc()
+            return None
+        obs = event.evidence.observation
+        calls = self._phone_calls.setdefault(pkey, PhoneCalls())
+        if event.call_id is not None:
+            state = obs.state if isinstance(obs, CallStateChanged) else None
+            calls.update(event.call_id, event.remote, state, source)
+        async with self._writer.lock(agent_key):
+            now = self._clock()
+            sessions = self._open.of_agent(agent_key)
+            target, changes = route(sessions, calls, event.call_id)
+            outcomes = self._bindings(sessions, changes, calls, event, now)
+            if target is None:
+                await self._writer.commit_outcomes(list(outcomes.values()))
+                self._metrics.evidence_dropped.labels(source, "no_session").inc()
+                return None
+            base = outcomes.get(target.id)
+            current = base.session if base else target
+            o = apply_evidence(current, event.evidence, now=now)
+            if base is not None:
+                o = Outcome(o.session, (*base.audit, *o.audit), True)
+            outcomes[target.id] = o
+            await self._writer.commit_outcomes(list(outcomes.values()))
+        self._metrics.evidence_applied.labels(source, type(obs).__name__).inc()
+        if newly_transferred(current, o.session):
+            self._metrics.transfers.labels("phone").inc()
+        self._log(agent_key, target, event, o)
+        return o.session
+
+    def _bindings(
+        self,
+        sessions: list[Session],
+        changes: list[BindingChange],
+        calls: PhoneCalls,
+        event: PhoneEvent,
+        now: str,
+    ) -> dict[str, Outcome]:
+        """The sessions whose binding to a call this event changed, by session id."""
+        by_id = {s.id: s for s in sessions}
+        obs = event.evidence.observation
+        outcomes: dict[str, Outcome] = {}
+        for change in changes:
+            s = by_id[change.session_id]
+            known = calls.calls.get(change.call_id) if change.call_id else None
+            # When the event itself is the call's new state, let apply_evidence set it, with
+            # the time the phone observed it.
+            same_call = change.call_id == event.call_id
+            event_sets_it = same_call and isinstance(obs, CallStateChanged)
+            state = None if known is None or event_sets_it else known.state
+            o = apply_binding(s, change.binding, change.call_id, state, now=now)
+            if o.changed:
+                outcomes[s.id] = o
+        return outcomes
+
+    @staticmethod
+    def _log(agent_key: AgentKey, target: Session, event: PhoneEvent, outcome: Outcome) -> None:
+        log.info(
+            "phone_evidence",
+            account_id=agent_key[0],
+            session_id=target.id,
+            source=event.evidence.source,
+            observation=type(event.evidence.observation).__name__,
+            changed=outcome.changed,
+        )
+
+    def bind_new(
+        self, session: Session, agent: Agent, now: str
+    ) -> tuple[Session, list[AuditEntry]]:
+        """A session opened while its call is already known to the sources binds at once."""
+        calls = self._phone_calls.get(phone_key(agent.phone.sip_uri))
+        if calls is None:
+            return session, []
+        if session.call.sip_call_id is not None:
+            known = calls.calls.get(session.call.sip_call_id)
+            if known is None:
+                return session, []
+            call = replace(session.call, state=known.state)
+            return replace(session, call=call), []
+        change = bind_candidates(session, calls)
+        if change is None:
+            return session, []
+        known = calls.calls.get(change.call_id) if change.call_id else None
+        outcome = apply_binding(
+            session, change.binding, change.call_id, known.state if known else None, now=now
+        )
+        # The session is new: its first stored version is 1, whatever binding added.
+        return replace(outcome.session, version=1), list(outcome.audit)
