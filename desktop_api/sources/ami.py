@@ -2,7 +2,7 @@
 (bridge.ami.calls), whose evidence goes to the ordered queue.
 
 The path of one AMI event: `phone_drivers/ami/client.py` (socket, framing) → this module's sink
-→ `bridge/ami/calls.py` → `desktop_api/sources/pump.py` → `desktop_api/evidence.py` →
+→ `bridge/ami/calls.py` → `desktop_api/sources/pump.py` → `desktop_api/service/evidence.py` →
 `bridge/session/machine.py`.
 """
 

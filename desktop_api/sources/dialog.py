@@ -1,7 +1,7 @@
 """Wiring of `[[sources.dialog]]`: the dialog-state client, its phones, health and metrics.
 
 The path of one NOTIFY: `phone_drivers/dialog/client.py` (socket, subscriptions) →
-`bridge/dialog/lines.py` → `desktop_api/sources/pump.py` → `desktop_api/evidence.py` →
+`bridge/dialog/lines.py` → `desktop_api/sources/pump.py` → `desktop_api/service/evidence.py` →
 `bridge/session/machine.py`. docs/dialog-source.md says what this source can and cannot prove.
 """
 

@@ -1,7 +1,7 @@
 """The seed's transfer flow and its six rules, end to end over HTTP on a real SQLite file.
 
-Phone evidence is fed through `BridgeService.ingest`, the same entry point the HEP, AMI and
-desk-phone sources use.
+Phone evidence is fed through `BridgeService.ingest` (`desktop_api/service/evidence.py`), the
+same entry point the evidence queue of the HEP, AMI, dialog and desk-phone sources uses.
 """
 
 from __future__ import annotations
