@@ -7,7 +7,7 @@
         pbx.ami              # ("127.0.0.1", 5038), pbx.ami_username / pbx.ami_secret
         pbx.watcher_username / pbx.watcher_password   # SIP digest login allowed to SUBSCRIBE
         pbx.hep_port         # where Asterisk sends HEPv3 (the bridge or a collector binds it)
-        pbx.phone_ports      # {"1001": port, "1002": ..., "1003": ..., "2000": ...}
+        pbx.phone_ports      # {"1001": port, "1002": ..., "1003": ..., "2000": ..., "1004": ...}
         print(await pbx.acli("core show channels"))
 
 Only one Asterisk can run on a machine (fixed SIP and AMI ports, one root): the context holds
@@ -41,7 +41,7 @@ SIP_PORT = 5070
 AMI_PORT = 5038
 AMI_USERNAME = "bridge"
 WATCHER_USERNAME = "watcher"  # pjsip.conf: the endpoint allowed to SUBSCRIBE (dialog state)
-PHONES = ("1001", "1002", "1003", "2000", "2001")
+PHONES = ("1001", "1002", "1003", "2000", "2001", "1004")
 _HELD = False  # whether this process holds LOCK_PATH (see asterisk_lock)
 
 
@@ -52,7 +52,7 @@ class AsteriskFailed(RuntimeError):
 @dataclass(frozen=True)
 class AsteriskSettings:
     """What the rendered configuration points at. ``phone_ports`` maps each extension of
-    ``pjsip.conf`` (1001, 1002, 1003, 2000) to the UDP port its phone listens on."""
+    ``pjsip.conf`` (1001, 1002, 1003, 1004, 2000, 2001) to the UDP port its phone listens on."""
 
     phone_ports: dict[str, int]
     hep_port: int
@@ -66,7 +66,7 @@ class AsteriskSettings:
 
     @classmethod
     def fresh(cls, **overrides: object) -> AsteriskSettings:
-        """Free UDP ports for the four phones and for HEP, random secrets."""
+        """Free UDP ports for the phones and for HEP, random secrets."""
         ports = free_udp_ports(len(PHONES) + 1)
         values: dict[str, object] = {
             "phone_ports": dict(zip(PHONES, ports[:-1], strict=True)),

@@ -299,9 +299,10 @@ class Phones:
             hangup_on_success=hangup_on_success,
         )
 
-    async def behaviour(self, phone: str, mode: str, delay_ms: int = 0) -> None:
-        """Incoming calls: ``manual`` (ring), ``auto`` (answer after delay_ms), ``busy`` (486)."""
-        await self.command("behaviour", phone=phone, mode=mode, delay_ms=delay_ms)
+    async def behaviour(self, phone: str, mode: str, delay_ms: int = 0, code: int = 200) -> None:
+        """Incoming calls: ``manual`` (ring until told), ``auto`` (ring delay_ms, then answer
+        with ``code``: 200, or e.g. 486/603 to refuse after ringing), ``busy`` (486 at once)."""
+        await self.command("behaviour", phone=phone, mode=mode, delay_ms=delay_ms, code=code)
 
     async def calls(self, phone: str) -> list[Event]:
         """What ``phone``'s process knows of its calls now."""

@@ -24,9 +24,9 @@ Control: one JSON object a line on stdin, ``{"id": 7, "cmd": "call", "phone": "2
   naming the consult call);
 - ``answer_then_transfer(phone, ref, target)``: 200 OK and the REFER in the same instant (the
   race docs/rig.md describes);
-- ``behaviour(phone, mode, delay_ms=0)``: what the phone does with incoming calls: ``manual``
-  (default: 180 Ringing, then wait for ``answer``), ``auto`` (180, then 200 after delay_ms),
-  ``busy`` (486 Busy Here at once);
+- ``behaviour(phone, mode, delay_ms=0, code=200)``: what the phone does with incoming calls:
+  ``manual`` (default: 180 Ringing, then wait for ``answer``), ``auto`` (180, then ``code``
+  after delay_ms: 200 answers, 486/603 rejects after ringing), ``busy`` (486 Busy Here at once);
 - ``calls()`` -> every call the process knows; ``quit()``.
 
 Reports (stdout, one JSON object a line, each with ``"t"`` = wall-clock time): ``ready``
@@ -35,6 +35,8 @@ in/out, ``state`` CALLING/INCOMING/EARLY/CONNECTING/CONFIRMED/DISCONNECTED, ``re
 ``call_id``, ``code``, ``reason``); ``media`` (``status`` active/local_hold/remote_hold/none);
 ``xfer_status`` (``code``, ``reason``, ``final``) from the NOTIFYs of a transfer;
 ``xfer_request`` and ``replace_request`` if the PBX ever REFERs a phone or sends Replaces;
+``answered`` (``phone``, ``ref``, ``code``) the moment the phone sends a final answer (2xx or a
+rejection) to an incoming call, so a test knows when a person answered or refused;
 ``log`` for anything unexpected. pjsua2's own log goes to ``--log`` (never to stdout).
 
 The process ends when stdin closes (or on ``quit`` / SIGTERM): it hangs up what is left, lets
@@ -197,6 +199,7 @@ class Phone:
         self.port = port
         self.mode = "manual"
         self.delay_ms = 0
+        self.code = 200  # what ``auto`` answers with after delay_ms
         self.account: RigAccount
 
 
@@ -259,18 +262,18 @@ class Rig:
             return
         self._answer(call, 180)
         if phone.mode == "auto":
-            ref = call.ref
-            self.after(phone.delay_ms / 1000.0, ref, lambda: self._auto(ref))
+            ref, code = call.ref, phone.code
+            self.after(phone.delay_ms / 1000.0, ref, lambda: self._auto(ref, code))
 
     def after(self, delay: float, ref: str, action: Callable[[], None]) -> None:
         """Run ``action`` from the main loop ``delay`` s from now (dropped if ``ref`` ends)."""
         self.timers.append((time.monotonic() + delay, ref, action))
 
-    def _auto(self, ref: str) -> None:
+    def _auto(self, ref: str, code: int) -> None:
         call = self.calls.get(ref)
         if call is not None and call.state in ("INCOMING", "EARLY"):
             try:
-                self._answer(call, 200)
+                self._answer(call, code)
             except pj.Error as exc:
                 emit("log", phone=call.phone.ext, ref=ref, message=f"auto answer: {exc.info()}")
 
@@ -280,6 +283,9 @@ class Rig:
     def _answer(self, call: RigCall, code: int) -> None:
         prm = pj.CallOpParam(True)
         prm.statusCode = code
+        if code >= 200:
+            # before the call: a test compares this time with when evidence claimed success
+            emit("answered", phone=call.phone.ext, ref=call.ref, code=code)
         call.answer(prm)
 
     def call_of(self, cmd: dict[str, Any]) -> RigCall:
@@ -363,7 +369,13 @@ class Rig:
                 raise CommandError(f"mode must be one of {MODES}, not {mode!r}")
             phone.mode = mode
             phone.delay_ms = int(cmd.get("delay_ms", 0))
-            return {"phone": phone.ext, "mode": mode, "delay_ms": phone.delay_ms}
+            phone.code = int(cmd.get("code", 200))
+            return {
+                "phone": phone.ext,
+                "mode": mode,
+                "delay_ms": phone.delay_ms,
+                "code": phone.code,
+            }
         if name == "calls":
             for call in self.calls.values():
                 call.refresh()
