@@ -466,6 +466,15 @@ def _phone_reported(
     transfer = session.transfer
     phone = transfer.phone
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
+        if phone.pbx_reported_at is None:
+            # The PBX's report after the target's answer: kept, so reports can show both times.
+            new_phone = replace(
+                phone,
+                pbx_reported_at=evidence.at,
+                last_sipfrag=sipfrag if _final_status(sipfrag) else phone.last_sipfrag,
+            )
+            noted = _noted(entry, "after_success")
+            return _phone_change(session, replace(transfer, phone=new_phone), noted, now)
         return _noted_sipfrag(session, sipfrag, entry, "after_success", now)
     if phone.refer is ReferState.FAILED or phone.proof is not ProofGrade.NONE:
         note = "after_final" if phone.refer is ReferState.FAILED else "duplicate"

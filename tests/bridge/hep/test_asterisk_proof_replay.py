@@ -1,0 +1,142 @@
+"""Real Asterisk 22 captures (HEP) of transfers whose target rings, refuses, never answers, or
+sits behind early media: the SIP path must never prove a transfer before a person at the target
+answered, and must name the target's own cause when it did not.
+
+The captures are `tests/fixtures/hep/asterisk-<case>.hep`; the phones' side (when the target
+really answered) is in `tests/fixtures/ami/asterisk-<case>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.evidence import PhoneEvent, TransferReported, TransferSucceeded
+from bridge.hep.decode import decode_hep
+from bridge.hep.directory import PhoneDirectory
+from bridge.hep.tracker import SipTracker
+from bridge.model import (
+    Call,
+    ConfirmedBy,
+    Customer,
+    FailureCause,
+    ProofGrade,
+    Session,
+    TransferKind,
+    TransferState,
+)
+from bridge.session.machine import apply_evidence
+from tests.rig.hepfile import read_hep_file
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+AGENTS = ("1001", "1002", "1003", "1004")
+T = TransferState
+P = ProofGrade
+F = FailureCause
+
+# case -> (transferring agent, state, proof, kind, failure) as the SIP path alone can tell it
+EXPECTED: dict[str, tuple[str, TransferState, ProofGrade, TransferKind, FailureCause | None]] = {
+    "blind_answered": ("1001", T.TRANSFERRED, P.TARGET_ANSWERED, TransferKind.BLIND, None),
+    "blind_ring_answer": ("1001", T.TRANSFERRED, P.TARGET_ANSWERED, TransferKind.BLIND, None),
+    # pjsua2's ringing target sends no early media, so here Asterisk waited: NOTIFY 180, then
+    # 200 after the answer or 503 after the refusal. The target's own leg decides either way.
+    "blind_ring_reject": ("1001", T.FAILED, P.NONE, TransferKind.BLIND, F.TARGET_REJECTED),
+    "blind_ring_busy": ("1001", T.FAILED, P.NONE, TransferKind.BLIND, F.TARGET_BUSY),
+    "blind_no_answer": ("1001", T.FAILED, P.NONE, TransferKind.BLIND, F.TARGET_NO_ANSWER),
+    # 8100 plays early media then gives busy without dialling anyone: no leg toward a target
+    # exists, so the SIP path has only the PBX's report, and the agent's Yes/No decides.
+    "blind_early_media_busy": ("1001", T.NONE, P.PBX_REPORTED, TransferKind.BLIND, None),
+    "blind_early_media_answer": (
+        "1001",
+        T.TRANSFERRED,
+        P.TARGET_ANSWERED,
+        TransferKind.BLIND,
+        None,
+    ),
+    "noprogress_busy": ("1004", T.FAILED, P.PBX_REPORTED, TransferKind.BLIND, F.TARGET_BUSY),
+    "noprogress_answer": ("1004", T.TRANSFERRED, P.TARGET_ANSWERED, TransferKind.BLIND, None),
+    "semi_attended_answer": (
+        "1001",
+        T.TRANSFERRED,
+        P.TARGET_ANSWERED,
+        TransferKind.SEMI_ATTENDED,
+        None,
+    ),
+    "semi_attended_reject": (
+        "1001",
+        T.FAILED,
+        P.PBX_REPORTED,
+        TransferKind.SEMI_ATTENDED,
+        F.TARGET_REJECTED,
+    ),
+    "semi_attended_no_answer": (
+        "1001",
+        T.FAILED,
+        P.PBX_REPORTED,
+        TransferKind.SEMI_ATTENDED,
+        F.TARGET_NO_ANSWER,
+    ),
+    "attended": ("1001", T.TRANSFERRED, P.CONSULT_REPLACED, TransferKind.ATTENDED, None),
+}
+
+
+def uri(ext: str) -> str:
+    return f"sip:{ext}@127.0.0.1"
+
+
+def sidecar(case: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / "ami" / f"asterisk-{case}.json").read_text())
+    return data
+
+
+def replay(case: str) -> list[PhoneEvent]:
+    tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
+    out: list[PhoneEvent] = []
+    for packet in read_hep_file(FIXTURES / "hep" / f"asterisk-{case}.hep"):
+        hep = decode_hep(packet)
+        if hep.proto_type == 1:
+            out.extend(tracker.feed_bytes(hep.payload, hep.timestamp or 0.0))
+    return out
+
+
+def target_answered_at(case: str) -> float | None:
+    """When the target's phone (1002) answered, from the phones' own record."""
+    for leg in sidecar(case)["legs"]:
+        if leg["phone"] == "1002":
+            for state, _code, at in leg["states"]:
+                if state == "CONFIRMED":
+                    return float(at)
+    return None
+
+
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_no_proof_before_the_target_answers_and_the_right_verdict(case: str) -> None:
+    agent, state, proof, kind, failure = EXPECTED[case]
+    events = [e for e in replay(case) if e.phone == uri(agent)]
+    answered = target_answered_at(case)
+    for event in events:
+        if isinstance(event.evidence.observation, TransferSucceeded):
+            # Capture and phone clocks are this one machine's: 5 ms covers the stamps' rounding.
+            assert answered is not None, f"{case}: proof but the target never answered"
+            assert stamp(event.evidence.at) >= answered - 0.005, case
+    session = Session(
+        "acme", "s-1", "a-1", Customer("2000"), "2026-01-01T00:00:00.000Z", call=Call()
+    )
+    for event in events:
+        session = apply_evidence(session, event.evidence, now=event.evidence.at).session
+    t = session.transfer
+    assert (t.state, t.phone.proof, t.kind, t.phone.failure) == (state, proof, kind, failure)
+    if state is TransferState.TRANSFERRED:
+        assert t.confirmed_by is ConfirmedBy.PHONE and t.phone.handoff_at is not None
+        assert answered is not None and stamp(t.phone.handoff_at) >= answered - 0.005
+    reported = [e for e in events if isinstance(e.evidence.observation, TransferReported)]
+    # Whenever the PBX reported success, the session says when, even after the proof.
+    assert (t.phone.pbx_reported_at is not None) == bool(reported), case
