@@ -127,9 +127,14 @@ async def test_phone_proves_an_attended_transfer_while_the_page_is_open(
     await expect(items).to_have_count(len(expected), timeout=PHONE)
     shown = [re.sub(r"^\d\d:\d\d:\d\d ", "", t) for t in await items.all_inner_texts()]
     assert shown == expected
-    # Each with the time the source saw it.
+    # Each with the time the source saw it; evidence that changed nothing (the NOTIFY 200 after
+    # the replaced dialog proved it) stays in the audit trail only.
     audit = (await desk.api.get("/v1/sessions/s-1/audit")).body["entries"]
-    seen_at = [e["detail"]["observed_at"] for e in audit if e["kind"] == "phone"]
+    seen_at = [
+        e["detail"]["observed_at"]
+        for e in audit
+        if e["kind"] == "phone" and "ignored" not in e["detail"]
+    ]
     times = await page.locator("#evidence-list time").evaluate_all(
         "els => els.map(e => [e.dateTime, e.textContent])"
     )

@@ -2,7 +2,7 @@
 // Plain modern JavaScript, no build step, no third-party code. Every API call sends the account
 // token as a bearer token; live updates come from /v1/events (read with fetch, because
 // EventSource cannot send that header), falling back to long-polling the selected session.
-import { phoneEntry, screenFor, conflictText, failureText, STATUS_LABELS, CALL_LABELS } from "./screens.js";
+import { phoneEntry, screenFor, conflictText, failureText, STATUS_LABELS, CALL_LABELS, PROOF_LABELS } from "./screens.js";
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
@@ -463,6 +463,10 @@ function renderSession() {
   if (t.state === "transferred") {
     facts.push(["Confirmed by", { phone: "your phone", agent: "you", phone_and_agent: "you and your phone" }[t.confirmed_by] ?? "-"]);
   }
+  if (t.state !== "none" || t.phone.proof !== "none") {
+    facts.push(["Phone's proof", PROOF_LABELS[t.phone.proof] ?? t.phone.proof]);
+  }
+  if (t.phone.handoff_at) facts.push(["Handed over", new Date(t.phone.handoff_at).toLocaleTimeString()]);
   if (s.result) facts.push(["Result", s.result]);
   $("session-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dataset: { fact: k.toLowerCase() } }, v)]));
 

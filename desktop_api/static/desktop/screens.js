@@ -42,7 +42,10 @@ export function screenFor(s) {
       return {
         id: "question",
         title: "Is the other agent talking with the customer?",
-        text: ["Answer Yes once the other agent is talking with the customer."],
+        text: [
+          "Answer Yes once the other agent is talking with the customer.",
+          reportHint(t.phone),
+        ].filter(Boolean),
         buttons: [
           { action: "transfer.confirm", label: "Yes" },
           { action: "transfer.deny", label: "No", kind: "secondary" },
@@ -83,6 +86,32 @@ function dialHint(phone) {
   return null;
 }
 
+// How strong the phone side's word is (transfer.phone.proof), in the agent's words.
+export const PROOF_LABELS = {
+  none: "No word from the phone yet",
+  pbx_reported: "Reported by the PBX only (nobody at the target answered yet)",
+  target_answered: "The other agent answered with the customer",
+  consult_replaced: "Your answered consult call was handed to the customer",
+};
+
+export const FAILURE_LABELS = {
+  target_busy: "the other agent's phone was busy",
+  target_rejected: "the other agent's phone refused the call",
+  target_no_answer: "nobody answered at the other agent's phone",
+  target_unavailable: "the other agent's phone could not be reached",
+  customer_hung_up: "the customer hung up",
+  refer_rejected: "the customer's call refused the transfer",
+  transfer_failed: "the PBX could not transfer the call",
+};
+
+// A PBX's "transfer done" comes before anyone answers (early media, a ringing target): the
+// agent is told so, and their own answer decides until the other agent's phone answers.
+function reportHint(phone) {
+  if (phone.proof !== "pbx_reported") return null;
+  return "The PBX reports the transfer went through, but the other agent's phone has not " +
+    "answered yet as far as the bridge can see: answer Yes only if you heard them take the call.";
+}
+
 function provedText(t) {
   if (t.confirmed_by === "phone") {
     return "Your phone confirmed the transfer, so there is nothing more to answer.";
@@ -106,13 +135,20 @@ export function conflictText(c) {
 
 export function failureText(s) {
   const frag = s.transfer.phone.last_sipfrag;
-  const why = frag && !frag.startsWith("SIP/2.0 1") ? ` (${frag})` : "";
+  const cause = FAILURE_LABELS[s.transfer.phone.failure];
+  const detail = frag && !frag.startsWith("SIP/2.0 1") ? frag : null;
+  const why = cause || detail ? ` (${[cause, detail].filter(Boolean).join(": ")})` : "";
   const next = s.call.state === "ended" ? "" : " The customer is still on your call.";
   return `The phone reports that the transfer failed${why}.${next}`;
 }
 
 const REASONS = {
-  notify_2xx: "the customer's phone reached the other agent",
+  notify_2xx: "the PBX reports the transfer went through (not proof)",
+  notify_2xx_consult_answered: "your answered consult call was handed to the customer",
+  target_leg_answered: "the other agent's phone answered with the customer",
+  target_leg_failed: "the other agent's phone did not take the call",
+  pbx_blind_transfer: "the PBX sent the customer on (not proof)",
+  pbx_attended_transfer_early: "the PBX handed over a consult that still rang (not proof)",
   dialog_replaced: "the customer's call was handed to the other agent",
   notify_failure: "the other agent's phone did not take the call",
   refer_rejected: "the customer's phone refused the transfer",
@@ -152,6 +188,8 @@ export function phoneEntry(entry) {
     case "transfer_progress":
       if (d.refer === "accepted") return "Transfer accepted";
       return `Transfer ${d.refer}${frag}`;
+    case "transfer_reported":
+      return `PBX reports success${why ? `: ${why}` : ""}${frag}`;
     case "transfer_succeeded":
       return `Transfer succeeded${why ? `: ${why}` : ""}${frag}`;
     case "transfer_failed":
