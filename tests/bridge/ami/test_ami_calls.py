@@ -96,6 +96,18 @@ def of(events: list[PhoneEvent], phone: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def outcome(events: list[PhoneEvent], phone: str) -> dict[str, str | None]:
+    """The proof grade or failure cause of a phone's one final transfer evidence."""
+    finals = [
+        describe(e.evidence.observation)
+        for e in events
+        if e.phone == uri(phone)
+        and describe(e.evidence.observation)["type"] in ("transfer_succeeded", "transfer_failed")
+    ]
+    assert len(finals) == 1, finals
+    return {k: v for k, v in finals[0].items() if k in ("proof", "cause")}
+
+
 RINGING, CONNECTED, ON_HOLD, ENDED = (
     ("call_state", s) for s in ("ringing", "connected", "on_hold", "ended")
 )
@@ -110,20 +122,23 @@ class TestAmiRecordings:
             CONNECTED,
             CONNECTED,  # Asterisk's Unhold on the REFER; the session sees a duplicate
             ("transfer_requested", "blind"),
-            ("transfer_progress", "accepted"),  # BlindTransfer Success: a request, no proof
+            ("transfer_reported", "pbx_blind_transfer"),  # BlindTransfer Success: no proof
             ENDED,  # Asterisk hangs the agent's channel up before the target answers
             ("transfer_succeeded", "pbx_target_answered"),  # DialEnd ANSWER on the customer
         ]
+        assert outcome(events, "1001") == {"proof": "target_answered"}
         agent = call_id("blind_answered", "1001")
         assert {e.call_id for e in events if e.phone == uri("1001")} == {agent}
         assert {e.remote for e in events if e.phone == uri("1001")} == {"2000"}
 
     def test_blind_to_a_busy_target_fails(self) -> None:
-        assert of(ami_evidence("blind_busy"), "1001")[-3:] == [
-            ("transfer_progress", "accepted"),
+        events = ami_evidence("blind_busy")
+        assert of(events, "1001")[-3:] == [
+            ("transfer_reported", "pbx_blind_transfer"),
             ENDED,
             ("transfer_failed", "pbx_dial_busy"),
         ]
+        assert outcome(events, "1001") == {"cause": "target_busy"}
 
     def test_attended_transfer_is_proved_by_asterisk_bridging_customer_and_target(self) -> None:
         assert of(ami_evidence("attended"), "1001") == [
@@ -137,10 +152,14 @@ class TestAmiRecordings:
             ENDED,
             ("consult", "ended"),
         ]
+        assert outcome(ami_evidence("attended"), "1001") == {"proof": "consult_replaced"}
 
     def test_the_customer_hanging_up_during_the_consult_is_a_failed_transfer(self) -> None:
         ami = of(ami_evidence("customer_hangup_consult"), "1001")
         assert ami[-3:] == [("transfer_failed", "customer_hung_up"), ENDED, ("consult", "ended")]
+        assert outcome(ami_evidence("customer_hangup_consult"), "1001") == {
+            "cause": "customer_hung_up"
+        }
 
     def test_an_abandoned_consult_is_no_transfer(self) -> None:
         ami = of(ami_evidence("consult_abandoned"), "1001")
@@ -168,7 +187,7 @@ class TestAmiRecordings:
     def test_nothing_is_left_behind(self, case: str) -> None:
         tracker = AmiCallTracker("ami", AmiPhones([(uri(e), None) for e in AGENTS]))
         ami_evidence(case, tracker)
-        assert tracker.legs == {} and tracker.blind == {} and tracker.peers == {}
+        assert tracker.legs == {} and tracker.handoffs == {} and tracker.peers == {}
 
     def test_unwatched_phones_produce_nothing(self) -> None:
         tracker = AmiCallTracker("ami", AmiPhones([(uri("1999"), None)]))
