@@ -1,15 +1,31 @@
 """Asterisk's AMI events -> the same phone evidence the SIP path produces. No I/O.
 
 Only channels of watched phones are tracked (`AmiPhones`). Per phone, the first live call is
-the customer call; a call the phone places while it has one is the consult call. Facts from
-test-rig.md that shape the mapping:
+the customer call; a call the phone places while it has one is the consult call.
 
-- `BlindTransfer Result: Success` only means Asterisk accepted the REFER and sent the customer
-  to the dialplan: it is a request, never proof. Proof is the customer's channel's `DialEnd`
-  with `DialStatus: ANSWER` (the target answered); another status is failure.
-- `AttendedTransfer Result: Success` with the consult already answered means Asterisk bridged
-  the customer with the target: proof.
-- Any other `Result` (`Fail`, `Invalid`, `Not Permitted`) is a failed transfer.
+What each event is worth (Asterisk 22, checked against the recordings in tests/fixtures/ami/):
+
+- Strong, target-side (`TransferSucceeded`): after a blind transfer, the customer's channel's
+  own `DialEnd DialStatus: ANSWER` (proof `target_answered`; a dialplan's early media or
+  announcement before its Dial proves nothing); after a semi-attended transfer, the target's
+  channel (`TransferTargetUniqueid`, else the consult's `DialBegin DestUniqueid`) going `Up`
+  or a `DialEnd ANSWER` naming it (`target_answered`); `AttendedTransfer Result: Success`
+  whose consult was answered before (`consult_replaced`: the agent spoke to the person who
+  now has the customer).
+- Weak, the PBX's own report (`TransferReported`, never proof): `BlindTransfer Result:
+  Success` only means the customer was sent to the dialplan; `AttendedTransfer Result:
+  Success` while the consult still rang (semi-attended, `DestType: App`) is a merge done
+  before anyone answered, and the customer is dropped if the target then refuses.
+- Failures (`TransferFailed` with a `FailureCause`): the customer's dial ending unanswered
+  (`DialStatus` BUSY, NOANSWER, CONGESTION/CHANUNAVAIL, CANCEL; a 603 shows as NOANSWER and
+  is told apart by the target channel's hangup cause 21), the customer's or the semi-attended
+  target's channel hanging up first (Q.850 `Cause`: 17 busy, 21 rejected, 18/19 no answer,
+  1/3/27/34/38 unavailable, else the customer went away), the customer hanging up during a
+  consult, and any other `Result` (`Fail`, `Invalid`, `Not Permitted`: `transfer_failed`).
+
+A reported transfer is kept as a `Handoff` until the target's side settles it; handoffs expire
+on the bridge's own clock (`received_at`), never on Asterisk's `Timestamp:`, which only dates
+the evidence.
 
 Evidence carries the SIP Call-ID of the phone's leg with the customer when the PBX tells it, so
 that it meets the HEP path's evidence about the same call. Our Asterisk configuration
