@@ -436,6 +436,56 @@ class TestHandoffs:
         ]
         assert tracker.handoffs == {}
 
+    def semi(self, tracker: AmiCallTracker, consult_state: str) -> list[PhoneEvent]:
+        """The agent's consult leg is not known (e.g. a Local channel): the event's snapshot."""
+        for name, fields in (
+            ("Newchannel", {"Channel": "PJSIP/2000-1", "Uniqueid": "1.1", "ChannelState": "4"}),
+            ("Newchannel", {"Channel": "PJSIP/1001-2", "Uniqueid": "1.2", "ChannelState": "0"}),
+            ("DialBegin", {"Uniqueid": "1.1", "DestUniqueid": "1.2"}),
+        ):
+            tracker.feed(self.event(name, **fields), 1.0)
+        transfer = self.event(
+            "AttendedTransfer",
+            Result="Success",
+            OrigTransfererUniqueid="1.2",
+            SecondTransfererUniqueid="9.9",
+            SecondTransfererChannelStateDesc=consult_state,
+            TransfereeUniqueid="1.1",
+            TransferTargetUniqueid="1.4",
+            TransferTargetCallerIDNum="1002",
+        )
+        return tracker.feed(transfer, 2.0)
+
+    def test_an_answered_consult_seen_only_in_the_event_is_consult_replaced(self) -> None:
+        out = [describe(e.evidence.observation) for e in self.semi(self.tracker(), "Up")]
+        assert [(d["type"], d.get("kind") or d.get("proof")) for d in out] == [
+            ("transfer_requested", "attended"),
+            ("transfer_succeeded", "consult_replaced"),
+        ]
+
+    def test_a_semi_attended_target_that_declines(self) -> None:
+        tracker = self.tracker()
+        out = [describe(e.evidence.observation) for e in self.semi(tracker, "Ring")]
+        assert [(d["type"], d.get("kind") or d.get("reason")) for d in out] == [
+            ("transfer_requested", "semi_attended"),
+            ("transfer_reported", "pbx_attended_transfer_early"),
+        ]
+        assert tracker.feed(self.event("HangupRequest", Uniqueid="1.4", Cause="21"), 3.0) == []
+        out = tracker.feed(self.event("Hangup", Uniqueid="1.4", Cause="21"), 3.0)
+        assert [describe(e.evidence.observation).get("cause") for e in out] == ["target_rejected"]
+        assert tracker.handoffs == {}
+
+    def test_the_customer_hanging_up_while_a_semi_attended_target_rings(self) -> None:
+        tracker = self.tracker()
+        self.semi(tracker, "Ring")
+        out = tracker.feed(self.event("Hangup", Uniqueid="1.1", Cause="16"), 3.0)
+        failed = [describe(e.evidence.observation) for e in out if e.phone == uri("1001")]
+        assert [(d["type"], d.get("cause")) for d in failed] == [
+            ("transfer_failed", "customer_hung_up")
+        ]
+        # the target's channel going away later changes nothing
+        assert tracker.feed(self.event("Hangup", Uniqueid="1.4", Cause="16"), 3.1) == []
+
 
 class TestResync:
     """After a (re)connection: `CoreShowChannels` rebuilds the calls already up."""
