@@ -31,7 +31,11 @@ from bridge.model import (
 from bridge.sip import parse_message
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "dialog"
-PHONES = {"1001": "sip:1001@127.0.0.1", "1002": "sip:1002@127.0.0.1"}
+PHONES = {
+    "1001": "sip:1001@127.0.0.1",
+    "1002": "sip:1002@127.0.0.1",
+    "1004": "sip:1004@127.0.0.1",
+}
 T0 = 1_800_000_000.0
 
 
@@ -44,6 +48,9 @@ def replay(name: str) -> list[PhoneEvent]:
     at = T0
     for item in json.loads((FIXTURES / name).read_text()):
         at = T0 + item["at"]
+        # as the service does: expire at each deadline that passed before this item
+        while (deadline := lines.next_deadline()) is not None and deadline <= at:
+            out += lines.expire(deadline)
         out += lines.expire(at)
         raw = item.get("received", "")
         if not raw.startswith("NOTIFY"):
@@ -189,11 +196,14 @@ def started(code: int | None = None) -> DialogLines:
 
 
 def transfer_evidence(events: list[PhoneEvent]) -> list[Observation]:
+    return transfer_evidence_of([e for e in events if e.phone == PHONES["1001"]])
+
+
+def transfer_evidence_of(events: list[PhoneEvent]) -> list[Observation]:
     return [
         e.evidence.observation
         for e in events
-        if e.phone == PHONES["1001"]
-        and not isinstance(e.evidence.observation, (CallStateChanged, ConsultChanged))
+        if not isinstance(e.evidence.observation, (CallStateChanged, ConsultChanged))
     ]
 
 
@@ -308,3 +318,45 @@ def test_a_dialog_replaced_while_the_consult_rings_waits_for_the_target() -> Non
     assert transfer_evidence(out) == [
         TransferSucceeded("target_answered_transfer", proof=ProofGrade.TARGET_ANSWERED)
     ]
+
+
+# --- the recordings of issue 15: the target rings before it answers or refuses ----------------
+
+SUCCEEDED_BLIND = TransferSucceeded("target_answered_customer", proof=ProofGrade.TARGET_ANSWERED)
+SUCCEEDED_SEMI = TransferSucceeded("target_answered_transfer", proof=ProofGrade.TARGET_ANSWERED)
+REQUESTED_BLIND = [
+    TransferRequested(TransferKind.BLIND, "1002"),
+    TransferProgressed(ReferState.TRYING),
+]
+REQUESTED_SEMI = [TransferRequested(TransferKind.SEMI_ATTENDED, "1002")]
+# Asterisk's hints name no cause: a target that refuses only goes idle
+NOT_ANSWERED = TransferFailed("target_not_answered", cause=FailureCause.TRANSFER_FAILED)
+
+
+@pytest.mark.parametrize(
+    ("case", "agent", "expected"),
+    [
+        ("blind_ring_answer", "1001", [*REQUESTED_BLIND, SUCCEEDED_BLIND]),
+        ("blind_ring_reject", "1001", [*REQUESTED_BLIND, NOT_ANSWERED]),
+        ("blind_early_media_answer", "1001", [*REQUESTED_BLIND, SUCCEEDED_BLIND]),
+        ("noprogress_answer", "1004", [*REQUESTED_BLIND, SUCCEEDED_BLIND]),
+        ("semi_attended_answer", "1001", [*REQUESTED_SEMI, SUCCEEDED_SEMI]),
+        ("semi_attended_reject", "1001", [*REQUESTED_SEMI, NOT_ANSWERED]),
+    ],
+)
+def test_recorded_transfers_are_proved_only_by_the_target_answering(
+    case: str, agent: str, expected: list[Observation]
+) -> None:
+    events = replay(f"asterisk22-{case}.json")
+    mine = [e for e in events if e.phone == PHONES[agent]]
+    assert transfer_evidence_of(mine) == expected
+    # The proof is the target's line confirming: never earlier than that NOTIFY.
+    confirmed = [
+        e.evidence.at
+        for e in events
+        if e.phone == PHONES["1002"]
+        and e.evidence.observation == CallStateChanged(CallState.CONNECTED)
+    ]
+    for e in mine:
+        if isinstance(e.evidence.observation, TransferSucceeded):
+            assert confirmed and e.evidence.at >= confirmed[0]
