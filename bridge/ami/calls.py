@@ -1,15 +1,32 @@
 """Asterisk's AMI events -> the same phone evidence the SIP path produces. No I/O.
 
 Only channels of watched phones are tracked (`AmiPhones`). Per phone, the first live call is
-the customer call; a call the phone places while it has one is the consult call. Facts from
-docs/evidence.md (AMI) that shape the mapping:
+the customer call; a call the phone places while it has one is the consult call.
 
-- `BlindTransfer Result: Success` only means Asterisk accepted the REFER and sent the customer
-  to the dialplan: it is a request, never proof. Proof is the customer's channel's `DialEnd`
-  with `DialStatus: ANSWER` (the target answered); another status is failure.
-- `AttendedTransfer Result: Success` with the consult already answered means Asterisk bridged
-  the customer with the target: proof.
-- Any other `Result` (`Fail`, `Invalid`, `Not Permitted`) is a failed transfer.
+What each event is worth (Asterisk 22, checked against the recordings in tests/fixtures/ami/;
+docs/evidence.md has the whole picture):
+
+- Strong, target-side (`TransferSucceeded`): after a blind transfer, the customer's channel's
+  own `DialEnd DialStatus: ANSWER` (proof `target_answered`; a dialplan's early media or
+  announcement before its Dial proves nothing); after a semi-attended transfer, the target's
+  channel (`TransferTargetUniqueid`, else the consult's `DialBegin DestUniqueid`) going `Up`
+  or a `DialEnd ANSWER` naming it (`target_answered`); `AttendedTransfer Result: Success`
+  whose consult was answered before (`consult_replaced`: the agent spoke to the person who
+  now has the customer).
+- Weak, the PBX's own report (`TransferReported`, never proof): `BlindTransfer Result:
+  Success` only means the customer was sent to the dialplan; `AttendedTransfer Result:
+  Success` while the consult still rang (semi-attended, `DestType: App`) is a merge done
+  before anyone answered, and the customer is dropped if the target then refuses.
+- Failures (`TransferFailed` with a `FailureCause`): the customer's dial ending unanswered
+  (`DialStatus` BUSY, NOANSWER, CONGESTION/CHANUNAVAIL, CANCEL; a 603 shows as NOANSWER and
+  is told apart by the target channel's hangup cause 21), the customer's or the semi-attended
+  target's channel hanging up first (Q.850 `Cause`: 17 busy, 21 rejected, 18/19 no answer,
+  1/3/27/34/38 unavailable, else the customer went away), the customer hanging up during a
+  consult, and any other `Result` (`Fail`, `Invalid`, `Not Permitted`: `transfer_failed`).
+
+A reported transfer is kept as a `Handoff` until the target's side settles it; handoffs expire
+on the bridge's own clock (`received_at`), never on Asterisk's `Timestamp:`, which only dates
+the evidence.
 
 Evidence carries the SIP Call-ID of the phone's leg with the customer when the PBX tells it, so
 that it meets the HEP path's evidence about the same call. Our Asterisk configuration
@@ -28,9 +45,13 @@ from collections import OrderedDict
 
 from bridge.ami.legs import (
     AmiStats,
+    Handoff,
     Leg,
+    cause_code,
     chan_variables,
+    dial_failure,
     event_time,
+    hangup_failure,
     listing_age,
     number,
     transfer_result,
@@ -45,11 +66,11 @@ from bridge.evidence import (
     PhoneEvent,
     PhoneEvidence,
     TransferFailed,
-    TransferProgressed,
+    TransferReported,
     TransferRequested,
     TransferSucceeded,
 )
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import CallState, ConsultState, FailureCause, ProofGrade, TransferKind
 from bridge.timefmt import rfc3339
 
 CALL_ID_VARIABLE = "SIPCALLID"
@@ -58,6 +79,8 @@ CONSULTING = frozenset({ConsultState.DIALING, ConsultState.RINGING, ConsultState
 RECENT_LEGS = 256  # hung-up legs kept a little for events that name them late
 LISTING = frozenset({"CoreShowChannel", "CoreShowChannelsComplete"})
 MAX_HELD = 10_000  # events held while a channel list is awaited
+HANDOFF_SECONDS = 3600.0  # a reported transfer nothing settled is forgotten after this long
+MAX_HANDOFFS = 1024
 
 
 class AmiCallTracker:
@@ -71,14 +94,17 @@ class AmiCallTracker:
         self.call_id_variable = call_id_variable
         self.legs: dict[str, Leg] = {}
         self.peers: dict[str, str] = {}  # other party's Uniqueid -> the phone's customer leg
-        self.blind: dict[str, str] = {}  # transferee Uniqueid -> transferring customer leg
+        # Transfers Asterisk reported that the target's side has not settled yet, by the
+        # customer's (transferee's) channel Uniqueid.
+        self.handoffs: dict[str, Handoff] = {}
         self.recent: OrderedDict[str, Leg] = OrderedDict()  # hung-up legs, newest last
         self._listing: list[AmiEvent] = []  # CoreShowChannel rows until the list completes
         self._resyncing = False
         self._held: list[tuple[AmiEvent, float]] = []  # events that came in during a resync
         self.stats = AmiStats()
         self._out: list[PhoneEvent] = []
-        self._at = ""
+        self._at = ""  # the evidence's time: Asterisk's Timestamp when sane
+        self._now = 0.0  # the bridge's own clock (received_at): every expiry uses it
 
     def reset(self, *, resync: bool = False) -> None:
         """Forget every call (after a reconnect: the events in between are lost).
@@ -90,7 +116,7 @@ class AmiCallTracker:
         """
         self.legs.clear()
         self.peers.clear()
-        self.blind.clear()
+        self.handoffs.clear()
         self.recent.clear()
         self._listing.clear()
         self._held.clear()
@@ -124,6 +150,8 @@ class AmiCallTracker:
         if handler is None:
             return []
         self._at = rfc3339(event_time(event.get("Timestamp"), received_at))
+        self._now = received_at
+        self._expire_handoffs()
         outer, self._out = self._out, []  # re-entrant: a completed resync replays held events
         self._learn_call_ids(event)
         handler(self, event)
@@ -211,10 +239,16 @@ class AmiCallTracker:
         return leg
 
     def _newstate(self, event: AmiEvent) -> None:
-        leg = self._leg(event)
-        if leg is None or leg.role != "customer":
-            return
         desc = event.get("ChannelStateDesc")
+        if desc == "Up":
+            self._target_up(event.get("Uniqueid") or "")
+        leg = self._leg(event)
+        if leg is None:
+            return
+        if leg.role == "consult" and desc == "Up":
+            leg.answered = True  # the phone's consult call was answered
+        if leg.role != "customer":
+            return
         if desc == "Ringing":
             self._emit(leg, CallStateChanged(CallState.RINGING))
         elif desc == "Up" and not leg.up:
@@ -227,6 +261,11 @@ class AmiCallTracker:
             leg.remote = number(event.get("ConnectedLineNum"))
 
     def _dial_begin(self, event: AmiEvent) -> None:
+        handoff = self.handoffs.get(event.get("Uniqueid") or "")
+        if handoff is not None and handoff.blind:
+            # The transferred customer's channel dials: the last dial it makes is the target.
+            handoff.target = event.get("DestUniqueid") or None
+            handoff.target_cause = None
         caller = self._leg(event)
         callee = self._leg(event, "Dest")
         if callee is not None:
@@ -252,17 +291,21 @@ class AmiCallTracker:
     def _dial_end(self, event: AmiEvent) -> None:
         status = (event.get("DialStatus") or "").upper()
         uniqueid = event.get("Uniqueid") or ""
-        transferring = self._find(self.blind.pop(uniqueid, ""))
-        if transferring is not None:
-            leg = transferring
+        dest = event.get("DestUniqueid") or ""
+        handoff = self.handoffs.get(uniqueid)
+        if handoff is None or not handoff.blind:
+            # A semi-attended transfer: the consult's dial towards the target goes on.
+            handoff = self._handoff_of_target(dest)
+        if handoff is not None:
             if status == "ANSWER":
-                self._emit(leg, TransferSucceeded("pbx_target_answered"))
+                self._settle_answered(handoff)
             else:
-                self._emit(leg, TransferFailed(f"pbx_dial_{status.lower() or 'unknown'}"))
-            return
+                cause = dial_failure(status, handoff.target_cause)
+                self._settle_failed(handoff, f"pbx_dial_{status.lower() or 'unknown'}", cause)
         caller = self._leg(event)
         if caller is not None and caller.role == "consult":
             answered = status == "ANSWER"
+            caller.answered = caller.answered or answered
             self._consult(caller, ConsultState.ANSWERED if answered else ConsultState.ENDED)
 
     def _hold(self, event: AmiEvent) -> None:
@@ -278,40 +321,123 @@ class AmiCallTracker:
         result = transfer_result(event.get("Result"))
         target = number(event.get("Extension"))
         self._emit(leg, TransferRequested(TransferKind.BLIND, target))
-        if result == "success":
-            self._emit(leg, TransferProgressed(ReferState.ACCEPTED))
-            transferee = event.get("TransfereeUniqueid")
-            if transferee:
-                self.blind[transferee] = leg.uniqueid
-        else:
+        if result != "success":
             self._emit(leg, TransferFailed(f"pbx_blind_{result}"))
+            return
+        # Success only means the customer was sent to the dialplan: ringback, early media or an
+        # announcement may follow, and the target may never answer. Its dial settles it.
+        self._emit(leg, TransferReported("pbx_blind_transfer"))
+        transferee = event.get("TransfereeUniqueid")
+        if transferee:
+            self._watch(Handoff(leg.uniqueid, transferee, blind=True, since=self._now))
 
     def _attended_transfer(self, event: AmiEvent) -> None:
-        leg = None
-        for prefix in ("OrigTransferer", "SecondTransferer"):
+        leg = consult = None
+        consult_state: str | None = None  # the event's snapshot of the consult-side transferer
+        prefixes = ("OrigTransferer", "SecondTransferer")
+        for prefix, other in zip(prefixes, reversed(prefixes), strict=True):
             candidate = self._leg(event, prefix)
             if candidate is not None and candidate.role == "customer":
                 leg = candidate
+                found = self._find(event.get(f"{other}Uniqueid") or "")
+                consult = found if found is not None and found.role == "consult" else None
+                consult_state = event.get(f"{other}ChannelStateDesc")
                 break
         if leg is None:
             return
+        if consult is None:
+            consult = next((c for c in self.legs.values() if c.customer_leg == leg.uniqueid), None)
         result = transfer_result(event.get("Result"))
         target = number(event.get("TransferTargetCallerIDNum"))
-        if target is None:
-            consult = [c for c in self.legs.values() if c.customer_leg == leg.uniqueid]
-            target = consult[0].remote if consult else None
-        self._emit(leg, TransferRequested(TransferKind.ATTENDED, target))
-        if result == "success":
-            self._emit(leg, TransferSucceeded("pbx_attended_transfer"))
-        else:
+        if target is None and consult is not None:
+            target = consult.remote
+        # Answered consult: the agent spoke to a person at the target, who now has the customer.
+        # A consult that still rang (semi-attended) proves nothing: Asterisk merges at once.
+        answered = consult.answered if consult is not None else consult_state == "Up"
+        kind = TransferKind.ATTENDED if answered else TransferKind.SEMI_ATTENDED
+        self._emit(leg, TransferRequested(kind, target))
+        if result != "success":
             self._emit(leg, TransferFailed(f"pbx_attended_{result}"))
+        elif answered:
+            proof = ProofGrade.CONSULT_REPLACED
+            self._emit(leg, TransferSucceeded("pbx_attended_transfer", proof=proof))
+        else:
+            # Nobody has the customer yet; the target's channel answering (or not) settles it.
+            self._emit(leg, TransferReported("pbx_attended_transfer_early"))
+            target_channel = event.get("TransferTargetUniqueid") or (
+                consult.peer if consult is not None else None
+            )
+            if target_channel:  # else only the agent's word can settle it
+                transferee = event.get("TransfereeUniqueid") or f"semi:{leg.uniqueid}"
+                handoff = Handoff(leg.uniqueid, transferee, blind=False, since=self._now)
+                handoff.target = target_channel
+                self._watch(handoff)
+
+    # --- transfers Asterisk reported, settled by the target's side ---------------------------
+
+    def _watch(self, handoff: Handoff) -> None:
+        self.handoffs[handoff.transferee] = handoff
+        while len(self.handoffs) > MAX_HANDOFFS:
+            del self.handoffs[next(iter(self.handoffs))]
+
+    def _expire_handoffs(self) -> None:
+        """Forget reports nothing settled for long (lost events), on the bridge's own clock:
+        Asterisk's `Timestamp` may be skewed, and a replayed capture's is old."""
+        stale = [k for k, h in self.handoffs.items() if self._now - h.since > HANDOFF_SECONDS]
+        for key in stale:
+            del self.handoffs[key]
+
+    def _handoff_of_target(self, uniqueid: str) -> Handoff | None:
+        if not uniqueid:
+            return None
+        for handoff in self.handoffs.values():
+            if handoff.target == uniqueid:
+                return handoff
+        return None
+
+    def _settle_answered(self, handoff: Handoff) -> None:
+        self.handoffs.pop(handoff.transferee, None)
+        leg = self._find(handoff.leg)
+        if leg is not None:
+            proof = ProofGrade.TARGET_ANSWERED
+            self._emit(leg, TransferSucceeded("pbx_target_answered", proof=proof))
+
+    def _settle_failed(self, handoff: Handoff, reason: str, cause: FailureCause) -> None:
+        self.handoffs.pop(handoff.transferee, None)
+        leg = self._find(handoff.leg)
+        if leg is not None:
+            self._emit(leg, TransferFailed(reason, cause=cause))
+
+    def _target_up(self, uniqueid: str) -> None:
+        """A semi-attended transfer's target channel answered: it has the customer now."""
+        handoff = self._handoff_of_target(uniqueid)
+        if handoff is not None and not handoff.blind:
+            self._settle_answered(handoff)
+
+    def _handoff_hangup(self, event: AmiEvent, final: bool) -> None:
+        """A channel a reported transfer waits on asks to hang up (`final`: it is gone)."""
+        uniqueid = event.get("Uniqueid") or ""
+        cause = cause_code(event.get("Cause"))
+        target_of = self._handoff_of_target(uniqueid)
+        if target_of is not None and cause:
+            target_of.target_cause = cause
+        if final and target_of is not None and not target_of.blind:
+            # The semi-attended target went away unanswered (a blind transfer's own dial
+            # reports it, or the customer's channel does).
+            self._settle_failed(target_of, "pbx_target_hung_up", hangup_failure(cause))
+        handoff = self.handoffs.get(uniqueid)
+        if final and handoff is not None:
+            # The customer's channel is gone before the target answered: the target's side
+            # (a dialplan's Busy()/Hangup(17) after early media) or the customer hung up.
+            why = hangup_failure(handoff.target_cause or cause)
+            reason = "customer_hung_up" if why is FailureCause.CUSTOMER_HUNG_UP else "pbx_hangup"
+            self._settle_failed(handoff, reason, why)
+
+    # --- hang-ups -------------------------------------------------------------------------------
 
     def _hangup(self, event: AmiEvent) -> None:
         uniqueid = event.get("Uniqueid") or ""
-        transferring = self._find(self.blind.pop(uniqueid, ""))
-        if transferring is not None:
-            # The customer hung up before the target answered the blind transfer.
-            self._emit(transferring, TransferFailed("customer_hung_up"))
+        self._handoff_hangup(event, final=True)
         self._other_party_gone(uniqueid)
         leg = self.legs.pop(uniqueid, None)
         if leg is None:
@@ -336,11 +462,13 @@ class AmiCallTracker:
         customer = self._find(self.peers.pop(uniqueid, ""))
         consulting = customer is not None and customer.consult in CONSULTING
         if customer is not None and not customer.ended and consulting:
-            self._emit(customer, TransferFailed("customer_hung_up"))
+            cause = FailureCause.CUSTOMER_HUNG_UP
+            self._emit(customer, TransferFailed("customer_hung_up", cause=cause))
 
     def _hangup_request(self, event: AmiEvent) -> None:
         # The far end asked to hang up (its BYE), before Asterisk tears the bridge down and
         # hangs up the phone's leg too: the one moment that tells who hung up.
+        self._handoff_hangup(event, final=False)
         self._other_party_gone(event.get("Uniqueid") or "")
 
     # --- resync after (re)connecting: the answer to `Action: CoreShowChannels` ------------------
@@ -375,6 +503,7 @@ class AmiCallTracker:
             leg.key = leg.sip_call_id or f"ami:{uniqueid}"
             if role == "consult" and customer is not None:
                 leg.customer_leg = customer.uniqueid
+                leg.answered = up
                 customer.consult = ConsultState.ANSWERED if up else ConsultState.RINGING
             self.legs[uniqueid] = leg
         self.stats.legs = len(self.legs)

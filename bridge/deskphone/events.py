@@ -3,9 +3,17 @@
 A desk phone (Yealink, Poly, Snom) reports its own calls over HTTP. The vendor modules turn a
 request into `DeskPhoneEvent`s; `DeviceCalls` keeps a small per-device memory so that replayed,
 repeated and out-of-order events change nothing, and turns the rest into `PhoneEvent`s for the
-session machine. A desk phone never proves that a transfer succeeded: the strongest it says is
-that it handed the transfer over ("transfer finished"), which is progress, not proof. A failure
-it reports is taken as a failure.
+session machine.
+
+What a desk phone's word is worth:
+
+- strong: nothing. No vendor reports that the target answered, so this module never emits
+  `TransferSucceeded` (nor `TransferReported`: it is not the PBX);
+- weak: "transfer finished" only says the phone handed the transfer over (its REFER was
+  accepted or its NOTIFY said so), which is progress (`TransferProgressed(accepted)`), not
+  proof; the target-side sources or the agent's Yes/No settle the transfer;
+- failures: "transfer failed" is taken as a failure, with no finer cause than
+  `transfer_failed` (vendors do not say whether the target was busy, refused or absent).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from bridge.evidence import (
     TransferProgressed,
     TransferRequested,
 )
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import CallState, ConsultState, FailureCause, ReferState, TransferKind
 from bridge.uris import phone_key
 
 SECRET_LENGTH = 26  # base32 characters: 130 bits
@@ -315,7 +323,9 @@ class DeviceCalls:
             observation = TransferProgressed(ReferState.ACCEPTED)
         elif event.kind is DeskEventKind.TRANSFER_FAILED:
             call.final = True
-            observation = TransferFailed(f"{event.vendor} reported the transfer failed")
+            observation = TransferFailed(
+                f"{event.vendor} reported the transfer failed", cause=FailureCause.TRANSFER_FAILED
+            )
         else:
             if event.kind is DeskEventKind.BLIND_TRANSFER:
                 kind = TransferKind.BLIND

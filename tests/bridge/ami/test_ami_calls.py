@@ -1,9 +1,12 @@
 """Real Asterisk 22 recordings (AMI and HEP of the same calls) through the pure trackers.
 
 `scripts/rig/record_asterisk.py` recorded each case with pjsua2 phones: customer 2000 (2001),
-agents 1001 and 1003, target 1002. The sidecar JSON names each phone's SIP Call-ID, so the
-evidence can be checked against the exact call it must belong to, and both sources' evidence
-can be fed to one session to check that they agree on one outcome.
+agents 1001 and 1003 (and 1004, with `refer_blind_progress = no`), target 1002. The sidecar
+JSON names each phone's SIP Call-ID, so the evidence can be checked against the exact call it
+must belong to, and both sources' evidence can be fed to one session to check that they agree
+on one outcome. The later recordings (`PROOF_CASES`) carry AMI `Timestamp:`s and the target
+phone's own times (`target.calls[].answered_at`): evidence that proves a transfer must never
+come before the target answered.
 """
 
 from __future__ import annotations
@@ -18,18 +21,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.ami import NEED_DATA, AmiEvent, AmiParser
-from bridge.ami.calls import AmiCallTracker
+from bridge.ami.calls import HANDOFF_SECONDS, AmiCallTracker
 from bridge.ami.phones import AmiPhones, channel_endpoint, default_endpoint
-from bridge.evidence import PhoneEvent, describe
+from bridge.evidence import PhoneEvent, TransferReported, TransferSucceeded, describe
 from bridge.hep.decode import decode_hep
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.tracker import SipTracker
-from bridge.model import Call, CallState, Customer, Session, TransferState
+from bridge.model import Call, CallState, Customer, ProofGrade, Session, TransferState
 from bridge.session.machine import AuditEntry, apply_evidence
 from tests.rig.hepfile import read_hep_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-AGENTS = ("1001", "1002", "1003")
+AGENTS = ("1001", "1002", "1003", "1004")
 CASES = (
     "blind_answered",
     "blind_busy",
@@ -96,6 +99,18 @@ def of(events: list[PhoneEvent], phone: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def outcome(events: list[PhoneEvent], phone: str) -> dict[str, str | None]:
+    """The proof grade or failure cause of a phone's one final transfer evidence."""
+    finals = [
+        describe(e.evidence.observation)
+        for e in events
+        if e.phone == uri(phone)
+        and describe(e.evidence.observation)["type"] in ("transfer_succeeded", "transfer_failed")
+    ]
+    assert len(finals) == 1, finals
+    return {k: v for k, v in finals[0].items() if k in ("proof", "cause")}
+
+
 RINGING, CONNECTED, ON_HOLD, ENDED = (
     ("call_state", s) for s in ("ringing", "connected", "on_hold", "ended")
 )
@@ -110,20 +125,23 @@ class TestAmiRecordings:
             CONNECTED,
             CONNECTED,  # Asterisk's Unhold on the REFER; the session sees a duplicate
             ("transfer_requested", "blind"),
-            ("transfer_progress", "accepted"),  # BlindTransfer Success: a request, no proof
+            ("transfer_reported", "pbx_blind_transfer"),  # BlindTransfer Success: no proof
             ENDED,  # Asterisk hangs the agent's channel up before the target answers
             ("transfer_succeeded", "pbx_target_answered"),  # DialEnd ANSWER on the customer
         ]
+        assert outcome(events, "1001") == {"proof": "target_answered"}
         agent = call_id("blind_answered", "1001")
         assert {e.call_id for e in events if e.phone == uri("1001")} == {agent}
         assert {e.remote for e in events if e.phone == uri("1001")} == {"2000"}
 
     def test_blind_to_a_busy_target_fails(self) -> None:
-        assert of(ami_evidence("blind_busy"), "1001")[-3:] == [
-            ("transfer_progress", "accepted"),
+        events = ami_evidence("blind_busy")
+        assert of(events, "1001")[-3:] == [
+            ("transfer_reported", "pbx_blind_transfer"),
             ENDED,
             ("transfer_failed", "pbx_dial_busy"),
         ]
+        assert outcome(events, "1001") == {"cause": "target_busy"}
 
     def test_attended_transfer_is_proved_by_asterisk_bridging_customer_and_target(self) -> None:
         assert of(ami_evidence("attended"), "1001") == [
@@ -137,10 +155,14 @@ class TestAmiRecordings:
             ENDED,
             ("consult", "ended"),
         ]
+        assert outcome(ami_evidence("attended"), "1001") == {"proof": "consult_replaced"}
 
     def test_the_customer_hanging_up_during_the_consult_is_a_failed_transfer(self) -> None:
         ami = of(ami_evidence("customer_hangup_consult"), "1001")
         assert ami[-3:] == [("transfer_failed", "customer_hung_up"), ENDED, ("consult", "ended")]
+        assert outcome(ami_evidence("customer_hangup_consult"), "1001") == {
+            "cause": "customer_hung_up"
+        }
 
     def test_an_abandoned_consult_is_no_transfer(self) -> None:
         ami = of(ami_evidence("consult_abandoned"), "1001")
@@ -168,7 +190,7 @@ class TestAmiRecordings:
     def test_nothing_is_left_behind(self, case: str) -> None:
         tracker = AmiCallTracker("ami", AmiPhones([(uri(e), None) for e in AGENTS]))
         ami_evidence(case, tracker)
-        assert tracker.legs == {} and tracker.blind == {} and tracker.peers == {}
+        assert tracker.legs == {} and tracker.handoffs == {} and tracker.peers == {}
 
     def test_unwatched_phones_produce_nothing(self) -> None:
         tracker = AmiCallTracker("ami", AmiPhones([(uri("1999"), None)]))
@@ -181,6 +203,288 @@ class TestAmiRecordings:
         events = ami_evidence("blind_answered", tracker)
         assert len({e.call_id for e in events}) == 1
         assert str(events[0].call_id).startswith("ami:")
+
+
+# --- what proves a transfer: the target's side, never Asterisk's report (real recordings) -------
+
+REPORTED_BLIND = ("transfer_reported", "pbx_blind_transfer")
+REPORTED_EARLY = ("transfer_reported", "pbx_attended_transfer_early")
+ANSWERED = ("transfer_succeeded", "pbx_target_answered")
+# case: (agent, the agent's transfer evidence in order, proof grade or failure cause)
+PROOF_CASES: dict[str, tuple[str, list[tuple[str, str | None]], dict[str, str]]] = {
+    # 1002 rings 3 s, answers: NOTIFY 200 and DialEnd ANSWER when it answers
+    "blind_ring_answer": ("1001", [REPORTED_BLIND, ANSWERED], {"proof": "target_answered"}),
+    # 1002 rings 3 s, declines 603: DialEnd NOANSWER, but 1002's channel hung up with cause 21
+    "blind_ring_reject": (
+        "1001",
+        [REPORTED_BLIND, ("transfer_failed", "pbx_dial_noanswer")],
+        {"cause": "target_rejected"},
+    ),
+    # 1002 rings 3 s, answers 486: DialEnd BUSY
+    "blind_ring_busy": (
+        "1001",
+        [REPORTED_BLIND, ("transfer_failed", "pbx_dial_busy")],
+        {"cause": "target_busy"},
+    ),
+    # 1102 dials 1002 for 8 s: DialEnd NOANSWER
+    "blind_no_answer": (
+        "1001",
+        [REPORTED_BLIND, ("transfer_failed", "pbx_dial_noanswer")],
+        {"cause": "target_no_answer"},
+    ),
+    # 8100: early media (NOTIFY 200 at once), busy tone, Hangup(17); no Dial at all
+    "blind_early_media_busy": (
+        "1001",
+        [REPORTED_BLIND, ("transfer_failed", "pbx_hangup")],
+        {"cause": "target_busy"},
+    ),
+    # 8102: 2 s of early media (NOTIFY 200 at once), then Dial 1002, which answers 4 s later
+    "blind_early_media_answer": ("1001", [REPORTED_BLIND, ANSWERED], {"proof": "target_answered"}),
+    # agent 1004 has refer_blind_progress=no: NOTIFY 200 at once; 1002 answers 486
+    "noprogress_busy": (
+        "1004",
+        [REPORTED_BLIND, ("transfer_failed", "pbx_dial_busy")],
+        {"cause": "target_busy"},
+    ),
+    "noprogress_answer": ("1004", [REPORTED_BLIND, ANSWERED], {"proof": "target_answered"}),
+    # REFER with Replaces while the consult rings: AttendedTransfer Success (DestType App, no
+    # TransferTarget fields) at once; the customer's channel takes over the consult's Dial
+    "semi_attended_answer": ("1001", [REPORTED_EARLY, ANSWERED], {"proof": "target_answered"}),
+    "semi_attended_reject": (
+        "1001",
+        [REPORTED_EARLY, ("transfer_failed", "pbx_dial_noanswer")],
+        {"cause": "target_rejected"},
+    ),
+    "semi_attended_no_answer": (
+        "1001",
+        [REPORTED_EARLY, ("transfer_failed", "pbx_dial_noanswer")],
+        {"cause": "target_no_answer"},
+    ),
+}
+
+
+def timed_ami_evidence(case: str) -> list[PhoneEvent]:
+    """As the bridge would see it live: each event received at its own `Timestamp:`."""
+    tracker = AmiCallTracker("ami", AmiPhones([(uri(e), None) for e in AGENTS]))
+    out: list[PhoneEvent] = []
+    for event in ami_events(case):
+        out.extend(tracker.feed(event, float(event.get("Timestamp") or 0.0)))
+    assert tracker.handoffs == {} and tracker.legs == {} and tracker.peers == {}
+    return out
+
+
+def seconds(event: PhoneEvent) -> float:
+    return datetime.fromisoformat(event.evidence.at).timestamp()
+
+
+class TestProofFromRecordings:
+    @pytest.mark.parametrize("case", PROOF_CASES)
+    def test_each_case_gives_the_exact_evidence(self, case: str) -> None:
+        agent, transfer, final = PROOF_CASES[case]
+        events = timed_ami_evidence(case)
+        kind = "semi_attended" if case.startswith("semi") else "blind"
+        steps = [(t, d) for t, d in of(events, agent) if t.startswith("transfer")]
+        assert steps == [("transfer_requested", kind), *transfer]
+        assert outcome(events, agent) == final
+        mine = {e.call_id for e in events if e.phone == uri(agent)}
+        assert mine == {call_id(case, agent)}
+
+    @pytest.mark.parametrize("case", PROOF_CASES)
+    def test_no_proof_before_the_target_answered(self, case: str) -> None:
+        agent, _, final = PROOF_CASES[case]
+        events = [e for e in timed_ami_evidence(case) if e.phone == uri(agent)]
+        calls = sidecar(case).get("target", {}).get("calls", [])
+        answered = [c["answered_at"] for c in calls if c.get("answered_at")]
+        succeeded = [e for e in events if isinstance(e.evidence.observation, TransferSucceeded)]
+        reported = [e for e in events if isinstance(e.evidence.observation, TransferReported)]
+        if "cause" in final:
+            assert not answered and not succeeded
+            return
+        [proof] = succeeded
+        assert seconds(proof) >= answered[0]
+        # What the PBX reported came before anyone answered: it could never be proof.
+        assert seconds(reported[0]) < answered[0]
+
+    @pytest.mark.parametrize("case", PROOF_CASES)
+    def test_a_session_is_transferred_only_once_the_target_answered(self, case: str) -> None:
+        agent, _, final = PROOF_CASES[case]
+        mine = call_id(case, agent)
+        session = Session(
+            "acme",
+            "s-1",
+            "a-1",
+            Customer("2000"),
+            "2026-01-01T00:00:00.000Z",
+            call=Call(state=CallState.CONNECTED, sip_call_id=mine),
+        )
+        for event in timed_ami_evidence(case):
+            if event.call_id != mine:
+                continue
+            observation = event.evidence.observation
+            session = apply_evidence(session, event.evidence, now=event.evidence.at).session
+            if isinstance(observation, TransferReported):
+                assert session.transfer.state is not TransferState.TRANSFERRED
+                assert session.transfer.phone.proof is ProofGrade.PBX_REPORTED
+        phone = session.transfer.phone
+        if "proof" in final:
+            assert session.transfer.state is TransferState.TRANSFERRED
+            assert phone.proof.value == final["proof"] and phone.handoff_at is not None
+        else:
+            assert session.transfer.state is TransferState.FAILED
+            assert phone.failure is not None and phone.failure.value == final["cause"]
+
+
+class TestHandoffs:
+    """Hand-built events shaped like the recordings, for what they do not cover."""
+
+    def tracker(self) -> AmiCallTracker:
+        return AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]), call_id_variable=None)
+
+    def event(self, name: str, **fields: str) -> AmiEvent:
+        return AmiEvent(name, (("Event", name), *fields.items()))
+
+    def blind(self, tracker: AmiCallTracker, received_at: float = 10.0) -> list[PhoneEvent]:
+        out: list[PhoneEvent] = []
+        for name, fields in (
+            ("Newchannel", {"Channel": "PJSIP/2000-1", "Uniqueid": "1.1", "ChannelState": "4"}),
+            ("Newchannel", {"Channel": "PJSIP/1001-2", "Uniqueid": "1.2", "ChannelState": "0"}),
+            ("DialBegin", {"Uniqueid": "1.1", "DestUniqueid": "1.2"}),
+            ("Newstate", {"Uniqueid": "1.2", "ChannelStateDesc": "Up"}),
+            (
+                "BlindTransfer",
+                {
+                    "Result": "Success",
+                    "TransfererUniqueid": "1.2",
+                    "TransfereeUniqueid": "1.1",
+                    "Extension": "1002",
+                    "Timestamp": "1796291371.0",
+                },
+            ),
+            ("Hangup", {"Uniqueid": "1.2", "Cause": "16"}),
+        ):
+            out.extend(tracker.feed(self.event(name, **fields), received_at))
+        return out
+
+    def test_the_customer_hanging_up_while_the_target_rings(self) -> None:
+        tracker = self.tracker()
+        self.blind(tracker)
+        tracker.feed(self.event("DialBegin", Uniqueid="1.1", DestUniqueid="1.3"), 11.0)
+        out = tracker.feed(self.event("DialEnd", Uniqueid="1.1", DialStatus="CANCEL"), 12.0)
+        assert [describe(e.evidence.observation).get("cause") for e in out] == ["customer_hung_up"]
+
+    @pytest.mark.parametrize(
+        ("cause", "expected"),
+        [
+            ("17", "target_busy"),
+            ("21", "target_rejected"),
+            ("19", "target_no_answer"),
+            ("38", "target_unavailable"),
+            ("16", "customer_hung_up"),
+            ("", "customer_hung_up"),
+        ],
+    )
+    def test_the_customer_channel_gone_before_any_dial_end(self, cause: str, expected: str) -> None:
+        tracker = self.tracker()
+        self.blind(tracker)
+        out = tracker.feed(self.event("Hangup", Uniqueid="1.1", Cause=cause), 15.0)
+        [failed] = [describe(e.evidence.observation) for e in out if e.phone == uri("1001")]
+        assert failed["type"] == "transfer_failed" and failed["cause"] == expected
+
+    def test_a_dialplan_answer_before_the_dial_is_not_proof(self) -> None:
+        """Early media, then Dial: only the Dial's ANSWER counts, not the target ringing."""
+        tracker = self.tracker()
+        self.blind(tracker)
+        tracker.feed(self.event("Newstate", Uniqueid="1.1", ChannelStateDesc="Up"), 11.0)
+        tracker.feed(self.event("DialBegin", Uniqueid="1.1", DestUniqueid="1.3"), 12.0)
+        assert (
+            tracker.feed(self.event("Newstate", Uniqueid="1.3", ChannelStateDesc="Up"), 13.0) == []
+        )
+        out = tracker.feed(self.event("DialEnd", Uniqueid="1.1", DialStatus="ANSWER"), 13.0)
+        assert [describe(e.evidence.observation).get("proof") for e in out] == ["target_answered"]
+
+    def test_a_waiting_transfer_expires_on_the_bridges_clock_not_asterisks(self) -> None:
+        tracker = self.tracker()
+        self.blind(tracker, received_at=10.0)
+        # Asterisk's clock jumps a day ahead: nothing expires on that.
+        later = self.event(
+            "Newchannel", Channel="PJSIP/9-1", Uniqueid="9.9", Timestamp="1796377771"
+        )
+        tracker.feed(later, 11.0)
+        assert list(tracker.handoffs) == ["1.1"]
+        tracker.feed(later, 10.0 + HANDOFF_SECONDS + 1)
+        assert tracker.handoffs == {}
+
+    def test_a_failed_attended_transfer_stays_a_failure(self) -> None:
+        tracker = self.tracker()
+        for name, fields in (
+            ("Newchannel", {"Channel": "PJSIP/1001-1", "Uniqueid": "1.1", "ChannelState": "0"}),
+            ("Newchannel", {"Channel": "PJSIP/1001-2", "Uniqueid": "1.2", "ChannelState": "4"}),
+            ("DialBegin", {"Uniqueid": "1.2", "DestUniqueid": "1.3"}),
+            ("DialEnd", {"Uniqueid": "1.2", "DestUniqueid": "1.3", "DialStatus": "ANSWER"}),
+        ):
+            tracker.feed(self.event(name, **fields), 1.0)
+        transfer = self.event(
+            "AttendedTransfer",
+            Result="Not Permitted",
+            OrigTransfererUniqueid="1.1",
+            SecondTransfererUniqueid="1.2",
+        )
+        out = [describe(e.evidence.observation) for e in tracker.feed(transfer, 2.0)]
+        assert [(d["type"], d.get("kind"), d.get("cause")) for d in out] == [
+            ("transfer_requested", "attended", None),
+            ("transfer_failed", None, "transfer_failed"),
+        ]
+        assert tracker.handoffs == {}
+
+    def semi(self, tracker: AmiCallTracker, consult_state: str) -> list[PhoneEvent]:
+        """The agent's consult leg is not known (e.g. a Local channel): the event's snapshot."""
+        for name, fields in (
+            ("Newchannel", {"Channel": "PJSIP/2000-1", "Uniqueid": "1.1", "ChannelState": "4"}),
+            ("Newchannel", {"Channel": "PJSIP/1001-2", "Uniqueid": "1.2", "ChannelState": "0"}),
+            ("DialBegin", {"Uniqueid": "1.1", "DestUniqueid": "1.2"}),
+        ):
+            tracker.feed(self.event(name, **fields), 1.0)
+        transfer = self.event(
+            "AttendedTransfer",
+            Result="Success",
+            OrigTransfererUniqueid="1.2",
+            SecondTransfererUniqueid="9.9",
+            SecondTransfererChannelStateDesc=consult_state,
+            TransfereeUniqueid="1.1",
+            TransferTargetUniqueid="1.4",
+            TransferTargetCallerIDNum="1002",
+        )
+        return tracker.feed(transfer, 2.0)
+
+    def test_an_answered_consult_seen_only_in_the_event_is_consult_replaced(self) -> None:
+        out = [describe(e.evidence.observation) for e in self.semi(self.tracker(), "Up")]
+        assert [(d["type"], d.get("kind") or d.get("proof")) for d in out] == [
+            ("transfer_requested", "attended"),
+            ("transfer_succeeded", "consult_replaced"),
+        ]
+
+    def test_a_semi_attended_target_that_declines(self) -> None:
+        tracker = self.tracker()
+        out = [describe(e.evidence.observation) for e in self.semi(tracker, "Ring")]
+        assert [(d["type"], d.get("kind") or d.get("reason")) for d in out] == [
+            ("transfer_requested", "semi_attended"),
+            ("transfer_reported", "pbx_attended_transfer_early"),
+        ]
+        assert tracker.feed(self.event("HangupRequest", Uniqueid="1.4", Cause="21"), 3.0) == []
+        out = tracker.feed(self.event("Hangup", Uniqueid="1.4", Cause="21"), 3.0)
+        assert [describe(e.evidence.observation).get("cause") for e in out] == ["target_rejected"]
+        assert tracker.handoffs == {}
+
+    def test_the_customer_hanging_up_while_a_semi_attended_target_rings(self) -> None:
+        tracker = self.tracker()
+        self.semi(tracker, "Ring")
+        out = tracker.feed(self.event("Hangup", Uniqueid="1.1", Cause="16"), 3.0)
+        failed = [describe(e.evidence.observation) for e in out if e.phone == uri("1001")]
+        assert [(d["type"], d.get("cause")) for d in failed] == [
+            ("transfer_failed", "customer_hung_up")
+        ]
+        # the target's channel going away later changes nothing
+        assert tracker.feed(self.event("Hangup", Uniqueid="1.4", Cause="16"), 3.1) == []
 
 
 class TestResync:

@@ -23,9 +23,11 @@ from bridge.evidence import (
     ConsultChanged,
     TransferFailed,
     TransferProgressed,
+    TransferReported,
     TransferRequested,
+    TransferSucceeded,
 )
-from bridge.model import CallState, ConsultState, ReferState, TransferKind
+from bridge.model import CallState, ConsultState, FailureCause, ReferState, TransferKind
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "deskphones"
 PHONE = "sip:1001@pbx.example"
@@ -122,6 +124,20 @@ def test_blind_transfer_failure_is_failure_and_a_second_incoming_is_not_a_consul
     ]
     outcome, obs = feed(calls, ev(DeskEventKind.TRANSFER_FAILED))
     assert outcome is Outcome.APPLIED and isinstance(obs[0], TransferFailed)
+    assert obs[0].cause is FailureCause.TRANSFER_FAILED
+
+
+def test_no_desk_phone_event_claims_the_transfer_succeeded() -> None:
+    """Vendors never report that the target answered: nothing here is proof or a PBX report."""
+    for kind in DeskEventKind:
+        calls = DeviceCalls()
+        feed(calls, ev(DeskEventKind.INCOMING))
+        feed(calls, ev(DeskEventKind.ESTABLISHED))
+        feed(calls, ev(DeskEventKind.OUTGOING, call_id="2", remote="1002"))
+        feed(calls, ev(DeskEventKind.ESTABLISHED, call_id="2", remote="1002"))
+        for call_id in ("1", "2", None):
+            _, obs = feed(calls, ev(kind, call_id=call_id))
+            assert not [o for o in obs if isinstance(o, (TransferSucceeded, TransferReported))]
 
 
 def test_events_without_a_call_are_not_guessed() -> None:
