@@ -73,7 +73,7 @@ RANK = {
 }
 
 
-class Outcome(StrEnum):
+class DeskEventOutcome(StrEnum):
     """What became of one desk-phone event (counted per vendor in /metrics)."""
 
     APPLIED = "applied"
@@ -236,7 +236,7 @@ class DeviceCalls:
 
     def accept(
         self, event: DeskPhoneEvent, *, phone: str, source: str, at: str
-    ) -> tuple[Outcome, list[PhoneEvent]]:
+    ) -> tuple[DeskEventOutcome, list[PhoneEvent]]:
         """Decide what one event means for the agent's customer call (pure, no clock)."""
         if event.kind in TRANSFER_KINDS:
             return self._transfer(event, phone=phone, source=source, at=at)
@@ -246,26 +246,26 @@ class DeviceCalls:
             if event.kind in (DeskEventKind.INCOMING, DeskEventKind.OUTGOING) or (
                 len(self.live) != 1
             ):
-                return Outcome.NO_CALL, []
+                return DeskEventOutcome.NO_CALL, []
             call_id = next(iter(self.live))
         if call_id in self.ended:
             late = event.kind is not DeskEventKind.TERMINATED
-            return (Outcome.OUT_OF_ORDER if late else Outcome.DUPLICATE), []
+            return (DeskEventOutcome.OUT_OF_ORDER if late else DeskEventOutcome.DUPLICATE), []
         call = self.live.get(call_id)
         if call is None:
             if event.kind is DeskEventKind.TERMINATED:
-                return Outcome.NO_CALL, []
+                return DeskEventOutcome.NO_CALL, []
             call = self._new_call(event, call_id)
         fingerprint = (event.kind.value, event.remote)
         if call.last == fingerprint:
-            return Outcome.DUPLICATE, []
+            return DeskEventOutcome.DUPLICATE, []
         older = (
             event.observed is not None
             and call.observed is not None
             and event.observed < call.observed
         )
         if older or RANK[event.kind] < call.rank:
-            return Outcome.OUT_OF_ORDER, []
+            return DeskEventOutcome.OUT_OF_ORDER, []
         call.rank = max(call.rank, RANK[event.kind])
         call.last = fingerprint
         call.observed = event.observed if event.observed is not None else call.observed
@@ -274,8 +274,8 @@ class DeviceCalls:
             self._retire(call_id)
         observation = self._call_observation(call, event.kind)
         if observation is None:
-            return Outcome.IGNORED, []
-        return Outcome.APPLIED, [self._phone_event(phone, source, at, observation)]
+            return DeskEventOutcome.IGNORED, []
+        return DeskEventOutcome.APPLIED, [self._phone_event(phone, source, at, observation)]
 
     def _call_observation(self, call: TrackedCall, kind: DeskEventKind) -> Observation | None:
         if call.role == "customer":
@@ -299,14 +299,14 @@ class DeviceCalls:
 
     def _transfer(
         self, event: DeskPhoneEvent, *, phone: str, source: str, at: str
-    ) -> tuple[Outcome, list[PhoneEvent]]:
+    ) -> tuple[DeskEventOutcome, list[PhoneEvent]]:
         # Transfer events are about the customer's call, whatever call id the phone put on them,
         # and may come after that call ended (the phone hangs up once the transfer is handed over).
         call = self._customer_call()
         if call is None:
-            return Outcome.NO_CALL, []
+            return DeskEventOutcome.NO_CALL, []
         if call.final:
-            return Outcome.DUPLICATE, []
+            return DeskEventOutcome.DUPLICATE, []
         consult = self._consult_call()
         target = consult.remote if consult is not None else None
         observation: Observation
@@ -324,10 +324,10 @@ class DeviceCalls:
             else:
                 kind = TransferKind.BLIND
             if call.requested is kind:
-                return Outcome.DUPLICATE, []
+                return DeskEventOutcome.DUPLICATE, []
             call.requested = kind
             observation = TransferRequested(kind, target if kind is TransferKind.ATTENDED else None)
-        return Outcome.APPLIED, [self._phone_event(phone, source, at, observation)]
+        return DeskEventOutcome.APPLIED, [self._phone_event(phone, source, at, observation)]
 
     def _phone_event(
         self, phone: str, source: str, at: str, observation: Observation
