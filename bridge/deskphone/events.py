@@ -71,6 +71,20 @@ RANK = {
     DeskEventKind.UNHOLD: 2,
     DeskEventKind.TERMINATED: 3,
 }
+# What a call event says about the agent's customer call, and (fewer kinds) about a consult call.
+CUSTOMER_STATE = {
+    DeskEventKind.INCOMING: CallState.RINGING,
+    DeskEventKind.OUTGOING: CallState.RINGING,
+    DeskEventKind.ESTABLISHED: CallState.CONNECTED,
+    DeskEventKind.HOLD: CallState.ON_HOLD,
+    DeskEventKind.UNHOLD: CallState.CONNECTED,
+    DeskEventKind.TERMINATED: CallState.ENDED,
+}
+CONSULT_STATE = {
+    DeskEventKind.OUTGOING: ConsultState.DIALING,
+    DeskEventKind.ESTABLISHED: ConsultState.ANSWERED,
+    DeskEventKind.TERMINATED: ConsultState.ENDED,
+}
 
 
 class DeskEventOutcome(StrEnum):
@@ -279,21 +293,9 @@ class DeviceCalls:
 
     def _call_observation(self, call: TrackedCall, kind: DeskEventKind) -> Observation | None:
         if call.role == "customer":
-            state = {
-                DeskEventKind.INCOMING: CallState.RINGING,
-                DeskEventKind.OUTGOING: CallState.RINGING,
-                DeskEventKind.ESTABLISHED: CallState.CONNECTED,
-                DeskEventKind.HOLD: CallState.ON_HOLD,
-                DeskEventKind.UNHOLD: CallState.CONNECTED,
-                DeskEventKind.TERMINATED: CallState.ENDED,
-            }[kind]
-            return CallStateChanged(state)
+            return CallStateChanged(CUSTOMER_STATE[kind])
         if call.role == "consult":
-            consult = {
-                DeskEventKind.OUTGOING: ConsultState.DIALING,
-                DeskEventKind.ESTABLISHED: ConsultState.ANSWERED,
-                DeskEventKind.TERMINATED: ConsultState.ENDED,
-            }.get(kind)
+            consult = CONSULT_STATE.get(kind)
             return None if consult is None else ConsultChanged(consult, call.remote)
         return None
 

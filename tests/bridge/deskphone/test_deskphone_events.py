@@ -9,6 +9,10 @@ import pytest
 
 from bridge.deskphone import poly, snom, yealink
 from bridge.deskphone.events import (
+    CONSULT_STATE,
+    CUSTOMER_STATE,
+    RANK,
+    TRANSFER_KINDS,
     DeskEventKind,
     DeskEventOutcome,
     DeskPhoneEvent,
@@ -218,3 +222,9 @@ def test_poly_blank_template_is_refused() -> None:
 def test_poly_malformed_bodies(body: bytes) -> None:
     with pytest.raises(InvalidInput):
         poly.parse(body)
+
+
+def test_every_call_event_kind_has_a_rank_and_a_customer_state() -> None:
+    call_kinds = set(DeskEventKind) - TRANSFER_KINDS
+    assert set(RANK) == set(CUSTOMER_STATE) == call_kinds
+    assert set(CONSULT_STATE) <= call_kinds
