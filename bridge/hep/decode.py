@@ -267,7 +267,9 @@ class HepDecoder:
 
     def decode(self, data: bytes) -> HepPacket:
         """Decode one HEPv3 packet; raise :class:`HepDecodeError` for anything malformed."""
-        size = _checked_size(data)
+        size = len(data)
+        if size < 6 or data[:4] != HEP3_MAGIC or (data[4] << 8) | data[5] != size:
+            _checked_size(data)  # raises, saying which check failed (no call on the hot path)
         for layout in self._layouts:
             packet = self._decode_known(data, size, layout)
             if packet is not None:
