@@ -9,7 +9,7 @@ most are ordinary calls (a capture cut before its first REFER or hold, then hung
 the full transfers; some are about agent phones the directory does not watch. All packets are
 built as bytes before timing. On one core (pinned), best of `--rounds`, it measures messages
 per second for a bare baseline (SIP payload split into start line + header dict), HEP decode
-alone, HEP decode + parse_message, the tracker alone and the whole pipeline (decode_hep +
+alone, HEP decode + parse_message, the tracker alone and the whole pipeline (HepDecoder +
 SipTracker.feed_bytes + expiry as the app runs it), then memory per tracked dialog
 (tracemalloc). `--soak` replays 200,000 calls (or CALLS) through the pipeline with expiry and
 samples tracked dialogs, de-duplication entries and RSS every 20,000 calls.
@@ -41,7 +41,7 @@ from typing import Any
 
 from bridge.evidence import PhoneEvent, describe
 from bridge.hep.capture import split_capture
-from bridge.hep.decode import HepProto, decode_hep
+from bridge.hep.decode import HepDecoder, HepProto, decode_hep
 from bridge.hep.dedup import Deduplicator, message_key
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.encode import encode_hep
@@ -419,7 +419,7 @@ def row_baseline(payloads: list[bytes]) -> float:
 
 
 def row_decode(packets: list[bytes]) -> float:
-    decode = decode_hep
+    decode = HepDecoder().decode
     t0 = time.perf_counter()
     for data in packets:
         decode(data)
@@ -427,7 +427,7 @@ def row_decode(packets: list[bytes]) -> float:
 
 
 def row_decode_parse(packets: list[bytes]) -> float:
-    decode, parse = decode_hep, parse_message
+    decode, parse = HepDecoder().decode, parse_message
     suppress = contextlib.suppress(SipParseError)
     t0 = time.perf_counter()
     for data in packets:
@@ -467,7 +467,7 @@ def row_tracker(payloads: list[bytes], times: list[float], phones: list[str]) ->
 def row_pipeline(packets: list[bytes], phones: list[str]) -> PipelineRun:
     """What the HEP source does per datagram: decode, SIP only, feed; expiry once a second."""
     tracker = SipTracker(directory_for(phones), "hep")
-    decode, feed, sip = decode_hep, tracker.feed_bytes, HepProto.SIP
+    decode, feed, sip = HepDecoder().decode, tracker.feed_bytes, HepProto.SIP
     events: list[PhoneEvent] = []
     add = events.extend
     next_check = 0.0
@@ -615,7 +615,7 @@ def soak(templates: list[Template], cfg: MixConfig, calls: int, every: int) -> l
     """Replay `calls` calls through the pipeline with expiry; sample every `every` calls."""
     phones = watched_phones(cfg)
     tracker = SipTracker(directory_for(phones), "hep")
-    decode, feed, sip = decode_hep, tracker.feed_bytes, HepProto.SIP
+    decode, feed, sip = HepDecoder().decode, tracker.feed_bytes, HepProto.SIP
     samples: list[SoakSample] = []
     next_check = 0.0
     next_sample = every
@@ -719,10 +719,10 @@ def describe_mix(
 
 LABELS = {
     "B": "B  baseline: payload -> start line + header dict",
-    "H": "H  HEP decode only (decode_hep)",
+    "H": "H  HEP decode only (HepDecoder)",
     "HP": "HP HEP decode + parse_message",
     "T": "T  tracker only: feed_bytes on payloads",
-    "P": "P  pipeline: decode_hep + feed_bytes + expire",
+    "P": "P  pipeline: HepDecoder + feed_bytes + expire",
 }
 
 

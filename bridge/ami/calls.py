@@ -43,10 +43,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from bridge.ami.legs import (
-    AmiStats,
+from bridge.ami.channels import (
+    AmiCallTrackerStats,
+    AmiChannel,
     Handoff,
-    Leg,
     cause_code,
     chan_variables,
     dial_failure,
@@ -92,16 +92,16 @@ class AmiCallTracker:
         self.source = source
         self.phones = phones
         self.call_id_variable = call_id_variable
-        self.legs: dict[str, Leg] = {}
+        self.legs: dict[str, AmiChannel] = {}
         self.peers: dict[str, str] = {}  # other party's Uniqueid -> the phone's customer leg
         # Transfers Asterisk reported that the target's side has not settled yet, by the
         # customer's (transferee's) channel Uniqueid.
         self.handoffs: dict[str, Handoff] = {}
-        self.recent: OrderedDict[str, Leg] = OrderedDict()  # hung-up legs, newest last
+        self.recent: OrderedDict[str, AmiChannel] = OrderedDict()  # hung-up legs, newest last
         self._listing: list[AmiEvent] = []  # CoreShowChannel rows until the list completes
         self._resyncing = False
         self._held: list[tuple[AmiEvent, float]] = []  # events that came in during a resync
-        self.stats = AmiStats()
+        self.stats = AmiCallTrackerStats()
         self._out: list[PhoneEvent] = []
         self._at = ""  # the evidence's time: Asterisk's Timestamp when sane
         self._now = 0.0  # the bridge's own clock (received_at): every expiry uses it
@@ -164,7 +164,7 @@ class AmiCallTracker:
         for prefix, call_id in chan_variables(event, self.call_id_variable):
             self._call_id_known(self._find(event.get(f"{prefix}Uniqueid") or ""), call_id)
 
-    def _call_id_known(self, leg: Leg | None, call_id: str) -> None:
+    def _call_id_known(self, leg: AmiChannel | None, call_id: str) -> None:
         """A leg's SIP Call-ID, learnt once: what was held back for it goes out."""
         if leg is not None and leg.sip_call_id is None:
             leg.sip_call_id = call_id
@@ -172,28 +172,28 @@ class AmiCallTracker:
 
     # --- output -----------------------------------------------------------------------------
 
-    def _emit(self, leg: Leg, obs: Observation) -> None:
+    def _emit(self, leg: AmiChannel, obs: Observation) -> None:
         waiting = leg.key is None and leg.sip_call_id is None and not leg.up
         if waiting and self.call_id_variable is not None:
             leg.pending.append((obs, self._at))
             return
         self._send(leg, obs, self._at)
 
-    def _send(self, leg: Leg, obs: Observation, at: str) -> None:
+    def _send(self, leg: AmiChannel, obs: Observation, at: str) -> None:
         if leg.key is None:
             leg.key = leg.sip_call_id or f"ami:{leg.uniqueid}"
         evidence = PhoneEvidence(self.source, at, obs)
         self._out.append(PhoneEvent(leg.phone, evidence, call_id=leg.key, remote=leg.remote))
 
-    def _flush(self, leg: Leg) -> None:
+    def _flush(self, leg: AmiChannel) -> None:
         pending, leg.pending = leg.pending, []
         for obs, at in pending:
             self._send(leg, obs, at)
 
-    def _find(self, uniqueid: str) -> Leg | None:
+    def _find(self, uniqueid: str) -> AmiChannel | None:
         return self.legs.get(uniqueid) or self.recent.get(uniqueid)
 
-    def _consult(self, leg: Leg, state: ConsultState) -> None:
+    def _consult(self, leg: AmiChannel, state: ConsultState) -> None:
         customer = self._find(leg.customer_leg or "")
         if customer is None or customer.consult is state:
             return
@@ -202,7 +202,7 @@ class AmiCallTracker:
 
     # --- handlers ---------------------------------------------------------------------------
 
-    def _live_customer(self, phone: str) -> Leg | None:
+    def _live_customer(self, phone: str) -> AmiChannel | None:
         for leg in self.legs.values():
             if leg.phone == phone and leg.role == "customer" and not leg.ended:
                 return leg
@@ -224,7 +224,7 @@ class AmiCallTracker:
         customer = self._live_customer(phone)
         role = "customer" if customer is None else "consult" if placed else "other"
         remote = number(event.get("Exten")) if placed else number(event.get("ConnectedLineNum"))
-        leg = Leg(uniqueid, channel, phone, role, placed, remote)
+        leg = AmiChannel(uniqueid, channel, phone, role, placed, remote)
         self.legs[uniqueid] = leg
         self.stats.legs = len(self.legs)
         if role == "consult" and customer is not None:
@@ -232,7 +232,7 @@ class AmiCallTracker:
             self._consult(leg, ConsultState.DIALING)
         self._learn_call_ids(event)
 
-    def _leg(self, event: AmiEvent, prefix: str = "") -> Leg | None:
+    def _leg(self, event: AmiEvent, prefix: str = "") -> AmiChannel | None:
         leg = self._find(event.get(f"{prefix}Uniqueid") or "")
         if leg is not None:
             self.stats.tracked += 1
@@ -497,7 +497,9 @@ class AmiCallTracker:
             customer = self._live_customer(phone)
             role = "customer" if customer is None else "consult" if placed else "other"
             up = row.get("ChannelStateDesc") == "Up"
-            leg = Leg(uniqueid, channel, phone, role, placed, number(row.get("ConnectedLineNum")))
+            leg = AmiChannel(
+                uniqueid, channel, phone, role, placed, number(row.get("ConnectedLineNum"))
+            )
             leg.up = up
             leg.sip_call_id = variable(row, self.call_id_variable)
             leg.key = leg.sip_call_id or f"ami:{uniqueid}"

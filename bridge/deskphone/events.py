@@ -79,9 +79,23 @@ RANK = {
     DeskEventKind.UNHOLD: 2,
     DeskEventKind.TERMINATED: 3,
 }
+# What a call event says about the agent's customer call, and (fewer kinds) about a consult call.
+CUSTOMER_STATE = {
+    DeskEventKind.INCOMING: CallState.RINGING,
+    DeskEventKind.OUTGOING: CallState.RINGING,
+    DeskEventKind.ESTABLISHED: CallState.CONNECTED,
+    DeskEventKind.HOLD: CallState.ON_HOLD,
+    DeskEventKind.UNHOLD: CallState.CONNECTED,
+    DeskEventKind.TERMINATED: CallState.ENDED,
+}
+CONSULT_STATE = {
+    DeskEventKind.OUTGOING: ConsultState.DIALING,
+    DeskEventKind.ESTABLISHED: ConsultState.ANSWERED,
+    DeskEventKind.TERMINATED: ConsultState.ENDED,
+}
 
 
-class Outcome(StrEnum):
+class DeskEventOutcome(StrEnum):
     """What became of one desk-phone event (counted per vendor in /metrics)."""
 
     APPLIED = "applied"
@@ -244,7 +258,7 @@ class DeviceCalls:
 
     def accept(
         self, event: DeskPhoneEvent, *, phone: str, source: str, at: str
-    ) -> tuple[Outcome, list[PhoneEvent]]:
+    ) -> tuple[DeskEventOutcome, list[PhoneEvent]]:
         """Decide what one event means for the agent's customer call (pure, no clock)."""
         if event.kind in TRANSFER_KINDS:
             return self._transfer(event, phone=phone, source=source, at=at)
@@ -254,26 +268,26 @@ class DeviceCalls:
             if event.kind in (DeskEventKind.INCOMING, DeskEventKind.OUTGOING) or (
                 len(self.live) != 1
             ):
-                return Outcome.NO_CALL, []
+                return DeskEventOutcome.NO_CALL, []
             call_id = next(iter(self.live))
         if call_id in self.ended:
             late = event.kind is not DeskEventKind.TERMINATED
-            return (Outcome.OUT_OF_ORDER if late else Outcome.DUPLICATE), []
+            return (DeskEventOutcome.OUT_OF_ORDER if late else DeskEventOutcome.DUPLICATE), []
         call = self.live.get(call_id)
         if call is None:
             if event.kind is DeskEventKind.TERMINATED:
-                return Outcome.NO_CALL, []
+                return DeskEventOutcome.NO_CALL, []
             call = self._new_call(event, call_id)
         fingerprint = (event.kind.value, event.remote)
         if call.last == fingerprint:
-            return Outcome.DUPLICATE, []
+            return DeskEventOutcome.DUPLICATE, []
         older = (
             event.observed is not None
             and call.observed is not None
             and event.observed < call.observed
         )
         if older or RANK[event.kind] < call.rank:
-            return Outcome.OUT_OF_ORDER, []
+            return DeskEventOutcome.OUT_OF_ORDER, []
         call.rank = max(call.rank, RANK[event.kind])
         call.last = fingerprint
         call.observed = event.observed if event.observed is not None else call.observed
@@ -282,39 +296,27 @@ class DeviceCalls:
             self._retire(call_id)
         observation = self._call_observation(call, event.kind)
         if observation is None:
-            return Outcome.IGNORED, []
-        return Outcome.APPLIED, [self._phone_event(phone, source, at, observation)]
+            return DeskEventOutcome.IGNORED, []
+        return DeskEventOutcome.APPLIED, [self._phone_event(phone, source, at, observation)]
 
     def _call_observation(self, call: TrackedCall, kind: DeskEventKind) -> Observation | None:
         if call.role == "customer":
-            state = {
-                DeskEventKind.INCOMING: CallState.RINGING,
-                DeskEventKind.OUTGOING: CallState.RINGING,
-                DeskEventKind.ESTABLISHED: CallState.CONNECTED,
-                DeskEventKind.HOLD: CallState.ON_HOLD,
-                DeskEventKind.UNHOLD: CallState.CONNECTED,
-                DeskEventKind.TERMINATED: CallState.ENDED,
-            }[kind]
-            return CallStateChanged(state)
+            return CallStateChanged(CUSTOMER_STATE[kind])
         if call.role == "consult":
-            consult = {
-                DeskEventKind.OUTGOING: ConsultState.DIALING,
-                DeskEventKind.ESTABLISHED: ConsultState.ANSWERED,
-                DeskEventKind.TERMINATED: ConsultState.ENDED,
-            }.get(kind)
+            consult = CONSULT_STATE.get(kind)
             return None if consult is None else ConsultChanged(consult, call.remote)
         return None
 
     def _transfer(
         self, event: DeskPhoneEvent, *, phone: str, source: str, at: str
-    ) -> tuple[Outcome, list[PhoneEvent]]:
+    ) -> tuple[DeskEventOutcome, list[PhoneEvent]]:
         # Transfer events are about the customer's call, whatever call id the phone put on them,
         # and may come after that call ended (the phone hangs up once the transfer is handed over).
         call = self._customer_call()
         if call is None:
-            return Outcome.NO_CALL, []
+            return DeskEventOutcome.NO_CALL, []
         if call.final:
-            return Outcome.DUPLICATE, []
+            return DeskEventOutcome.DUPLICATE, []
         consult = self._consult_call()
         target = consult.remote if consult is not None else None
         observation: Observation
@@ -334,10 +336,10 @@ class DeviceCalls:
             else:
                 kind = TransferKind.BLIND
             if call.requested is kind:
-                return Outcome.DUPLICATE, []
+                return DeskEventOutcome.DUPLICATE, []
             call.requested = kind
             observation = TransferRequested(kind, target if kind is TransferKind.ATTENDED else None)
-        return Outcome.APPLIED, [self._phone_event(phone, source, at, observation)]
+        return DeskEventOutcome.APPLIED, [self._phone_event(phone, source, at, observation)]
 
     def _phone_event(
         self, phone: str, source: str, at: str, observation: Observation

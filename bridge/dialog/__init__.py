@@ -4,7 +4,13 @@ Pure: no sockets, no clock (`now` is passed in). The asyncio driver is `phone_dr
 """
 
 from bridge.dialog.digest import Challenge, DigestCredentials, authorization, parse_challenge
-from bridge.dialog.errors import DialogInfoError, DigestError, HostileXml, SubscriptionError
+from bridge.dialog.errors import (
+    DialogInfoError,
+    DigestError,
+    HostileXml,
+    SubscriptionError,
+    SubscriptionStateError,
+)
 from bridge.dialog.lines import DialogLines, identity_number
 from bridge.dialog.parse import (
     MAX_BODY_BYTES,
@@ -16,8 +22,10 @@ from bridge.dialog.parse import (
     parse_dialog_info,
 )
 from bridge.dialog.subscription import (
+    TRANSITIONS,
     Outgoing,
     Step,
+    SubEvent,
     Subscription,
     SubscriptionSettings,
     SubState,
@@ -27,6 +35,7 @@ from bridge.dialog.view import LineView
 __all__ = [
     "MAX_BODY_BYTES",
     "NAMESPACE",
+    "TRANSITIONS",
     "Challenge",
     "DialogEntry",
     "DialogInfo",
@@ -40,10 +49,12 @@ __all__ = [
     "LineView",
     "Outgoing",
     "Step",
+    "SubEvent",
     "SubState",
     "Subscription",
     "SubscriptionError",
     "SubscriptionSettings",
+    "SubscriptionStateError",
     "authorization",
     "identity_number",
     "parse_challenge",

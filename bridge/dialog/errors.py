@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DialogInfoError", "DigestError", "HostileXml", "SubscriptionError"]
+__all__ = [
+    "DialogInfoError",
+    "DigestError",
+    "HostileXml",
+    "SubscriptionError",
+    "SubscriptionStateError",
+]
 
 
 class DialogInfoError(ValueError):
@@ -19,3 +25,12 @@ class DigestError(ValueError):
 
 class SubscriptionError(ValueError):
     """A subscription was asked for something it cannot do (bad extension, bad settings)."""
+
+
+class SubscriptionStateError(SubscriptionError):
+    """A move the subscription's transition table does not allow (e.g. `start` while active)."""
+
+    def __init__(self, state: str, event: str) -> None:
+        super().__init__(f"cannot {event} a subscription that is {state}")
+        self.state = state
+        self.event = event

@@ -12,7 +12,8 @@ again. The caller owns the socket and the clock (the aioquic model: a sans-I/O c
 
 States: `idle -> subscribing -> active -> (refreshing) -> ...`; a failure, a time-out or a
 `Subscription-State: terminated` moves to `waiting` and a new subscription (new Call-ID) starts
-when its back-off ends. A 401/407 is answered once per nonce (a second challenge without
+when its back-off ends. Every allowed move is in `TRANSITIONS`; any other raises
+`SubscriptionStateError`. A 401/407 is answered once per nonce (a second challenge without
 `stale=true` is a wrong password: `waiting`, reason `auth_failed`).
 """
 
@@ -20,17 +21,32 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
 
 from bridge.dialog.digest import Challenge, DigestCredentials, authorization, parse_challenge
-from bridge.dialog.errors import DialogInfoError, DigestError, SubscriptionError
+from bridge.dialog.errors import (
+    DialogInfoError,
+    DigestError,
+    SubscriptionError,
+    SubscriptionStateError,
+)
 from bridge.dialog.parse import MAX_BODY_BYTES, DialogInfo, parse_dialog_info
 from bridge.dialog.wire import expires_of, hostport, response, retry_after_of
 from bridge.sip import SipMessage, SipParseError
 
-__all__ = ["Outgoing", "Step", "SubState", "Subscription", "SubscriptionSettings"]
+__all__ = [
+    "TRANSITIONS",
+    "Outgoing",
+    "Step",
+    "SubEvent",
+    "SubState",
+    "Subscription",
+    "SubscriptionSettings",
+]
 
 T1 = 0.5  # RFC 3261 retransmission timers (non-INVITE transaction over UDP)
 T2 = 4.0
@@ -46,6 +62,65 @@ class SubState(StrEnum):
     REFRESHING = "refreshing"
     WAITING = "waiting"
     STOPPED = "stopped"
+
+
+class SubEvent(StrEnum):
+    """What moves a subscription from one state to another."""
+
+    START = "start"  # a new SUBSCRIBE dialog: by the caller, after back-off, or after a 481
+    ACCEPTED = "accept"  # a 2xx to our SUBSCRIBE
+    REFRESH = "refresh"  # the refresh time came: re-SUBSCRIBE in the same dialog
+    FAILED = "fail"  # no answer in time, a rejection, a failed challenge, `Expires: 0`
+    TERMINATED = "terminate"  # a NOTIFY with `Subscription-State: terminated`
+    STOP = "stop"  # the caller unsubscribes; nothing follows
+
+
+# The whole state machine: state -> {event -> next state}; a pair not listed is refused. A NOTIFY
+# can end the subscription in any live state (even before the answer to our first SUBSCRIBE),
+# and `stop` works from anywhere, a second time included.
+TRANSITIONS: Final[Mapping[SubState, Mapping[SubEvent, SubState]]] = MappingProxyType(
+    {
+        SubState.IDLE: MappingProxyType(
+            {
+                SubEvent.START: SubState.SUBSCRIBING,
+                SubEvent.TERMINATED: SubState.WAITING,
+                SubEvent.STOP: SubState.STOPPED,
+            }
+        ),
+        SubState.SUBSCRIBING: MappingProxyType(
+            {
+                SubEvent.ACCEPTED: SubState.ACTIVE,
+                SubEvent.FAILED: SubState.WAITING,
+                SubEvent.TERMINATED: SubState.WAITING,
+                SubEvent.STOP: SubState.STOPPED,
+            }
+        ),
+        SubState.ACTIVE: MappingProxyType(
+            {
+                SubEvent.REFRESH: SubState.REFRESHING,
+                SubEvent.TERMINATED: SubState.WAITING,
+                SubEvent.STOP: SubState.STOPPED,
+            }
+        ),
+        SubState.REFRESHING: MappingProxyType(
+            {
+                SubEvent.ACCEPTED: SubState.ACTIVE,
+                SubEvent.FAILED: SubState.WAITING,
+                SubEvent.START: SubState.SUBSCRIBING,  # a 481: the PBX forgot the subscription
+                SubEvent.TERMINATED: SubState.WAITING,
+                SubEvent.STOP: SubState.STOPPED,
+            }
+        ),
+        SubState.WAITING: MappingProxyType(
+            {
+                SubEvent.START: SubState.SUBSCRIBING,  # the back-off is over
+                SubEvent.TERMINATED: SubState.WAITING,
+                SubEvent.STOP: SubState.STOPPED,
+            }
+        ),
+        SubState.STOPPED: MappingProxyType({SubEvent.STOP: SubState.STOPPED}),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +183,7 @@ class Subscription:
         self.settings = settings
         self._token = token
         self._rng = rng or random.Random()
-        self.state = SubState.IDLE
+        self._state = SubState.IDLE
         self.reason: str | None = None  # why the last attempt failed
         self.failures = 0
         self.call_id = ""
@@ -126,6 +201,20 @@ class Subscription:
         self._answered_nonce: str | None = None
         self._nc = 0
         self.subscribed_since: float | None = None
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SubState:
+        """Where the subscription is; it changes only through `TRANSITIONS`."""
+        return self._state
+
+    def _goto(self, event: SubEvent) -> None:
+        """Apply `event` by the table, before any other field changes, or raise."""
+        try:
+            self._state = TRANSITIONS[self._state][event]
+        except KeyError:
+            raise SubscriptionStateError(self._state, event) from None
 
     # --- addresses --------------------------------------------------------------------------
 
@@ -186,15 +275,15 @@ class Subscription:
         return [Outgoing(self._request)]
 
     def start(self, now: float) -> list[Outgoing]:
-        """Begin a new subscription (new Call-ID)."""
+        """Begin a new subscription (new Call-ID); refused unless `idle` or `waiting`."""
+        self._goto(SubEvent.START)
         self._new_dialog()
-        self.state = SubState.SUBSCRIBING
         return self._subscribe(now)
 
     def stop(self, now: float) -> list[Outgoing]:
         """Unsubscribe (`Expires: 0`) if subscribed; no more retries."""
         was = self.state
-        self.state = SubState.STOPPED
+        self._goto(SubEvent.STOP)
         self._deadline = None
         if was in (SubState.ACTIVE, SubState.REFRESHING) and self.remote_tag:
             out = self._subscribe(now, expires=0)
@@ -202,8 +291,14 @@ class Subscription:
             return out
         return []
 
-    def _fail(self, now: float, reason: str, retry_after: float | None = None) -> list[Outgoing]:
-        self.state = SubState.WAITING
+    def _fail(
+        self,
+        now: float,
+        reason: str,
+        retry_after: float | None = None,
+        event: SubEvent = SubEvent.FAILED,
+    ) -> list[Outgoing]:
+        self._goto(event)
         self.reason = reason
         self.failures += 1
         self.subscribed_since = None
@@ -232,7 +327,7 @@ class Subscription:
             assert self._request is not None
             return [Outgoing(self._request)]
         if self.state is SubState.ACTIVE:
-            self.state = SubState.REFRESHING
+            self._goto(SubEvent.REFRESH)
             return self._subscribe(now)
         if self.state is SubState.WAITING:
             return self.start(now)
@@ -282,7 +377,7 @@ class Subscription:
         if expires <= 0:
             self._fail(now, "expired")
             return
-        self.state = SubState.ACTIVE
+        self._goto(SubEvent.ACCEPTED)
         self.reason = None
         self.failures = 0
         self._request = None
@@ -359,11 +454,12 @@ class Subscription:
     ) -> list[Outgoing]:
         """RFC 6665 4.1.3: retry at once after `deactivated`/`timeout`, later otherwise."""
         if reason in ("deactivated", "timeout") and retry_after is None:
+            self._goto(SubEvent.TERMINATED)
             self.failures = 0
-            self.state = SubState.WAITING
             self.reason = f"terminated_{reason}"
             self.subscribed_since = None
             return self.start(now)
+        delay: float | None = retry_after
         if reason in ("rejected", "noresource", "invariant") and retry_after is None:
-            return self._fail(now, f"terminated_{reason}", max(self.settings.backoff_cap, 60.0))
-        return self._fail(now, f"terminated_{reason or 'unknown'}", retry_after)
+            delay = max(self.settings.backoff_cap, 60.0)
+        return self._fail(now, f"terminated_{reason or 'unknown'}", delay, SubEvent.TERMINATED)

@@ -2,7 +2,8 @@
 
 Pure: bytes in, a :class:`HepPacket` out; no sockets. Packet layout: ``HEP3``, u16 total
 length, then chunks of u16 vendor id, u16 type, u16 length (including the 6-byte chunk header)
-and the value, all in network byte order.
+and the value, all in network byte order. :func:`decode_hep` keeps no state; a receiver that
+decodes a stream from the same agents uses one :class:`HepDecoder`, which learns their layouts.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import ipaddress
 import operator
 import struct
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from bridge.errors import BridgeError
 
 __all__ = [
     "HEP3_MAGIC",
-    "HepChunk",
     "HepDecodeError",
+    "HepDecoder",
     "HepEncodeError",
     "HepError",
     "HepPacket",
@@ -50,29 +52,6 @@ class HepEncodeError(HepError):
     """The values given cannot be encoded as a HEPv3 packet."""
 
     code = "hep_encode_error"
-
-
-class HepChunk(enum.IntEnum):
-    """Generic (vendor 0) chunk types."""
-
-    IP_FAMILY = 1
-    IP_PROTO = 2
-    IPV4_SRC = 3
-    IPV4_DST = 4
-    IPV6_SRC = 5
-    IPV6_DST = 6
-    SRC_PORT = 7
-    DST_PORT = 8
-    TIME_SEC = 9
-    TIME_USEC = 10
-    PROTO_TYPE = 11
-    CAPTURE_ID = 12
-    KEEP_ALIVE = 13
-    AUTH_KEY = 14
-    PAYLOAD = 15
-    COMPRESSED_PAYLOAD = 16
-    CORRELATION_ID = 17
-    VLAN_ID = 18
 
 
 class HepProto(enum.IntEnum):
@@ -115,6 +94,11 @@ def _text(value: bytes) -> str:
 
 def decode_hep(data: bytes) -> HepPacket:
     """Decode one HEPv3 packet; raise :class:`HepDecodeError` for anything malformed."""
+    return _decode_chunks(data, _checked_size(data))
+
+
+def _checked_size(data: bytes) -> int:
+    """The packet's size, once its magic and length field are right."""
     size = len(data)
     if size < 6:
         raise _fail(f"packet of {size} bytes is shorter than the HEP3 header")
@@ -123,13 +107,7 @@ def decode_hep(data: bytes) -> HepPacket:
     total = (data[4] << 8) | data[5]
     if total != size:
         raise _fail(f"length field says {total} bytes, packet has {size}")
-    for layout in _layouts:
-        packet = _decode_known(data, size, layout)
-        if packet is not None:
-            return packet
-    packet = _decode_chunks(data, size)
-    _learn_layout(data, size)
-    return packet
+    return size
 
 
 def _decode_chunks(data: bytes, size: int) -> HepPacket:
@@ -242,18 +220,19 @@ def _decode_chunks(data: bytes, size: int) -> HepPacket:
 # and the payload's length vary. Once a packet has decoded the general way its layout is kept,
 # and a later packet whose chunk headers are exactly the same (one struct unpack, one tuple
 # comparison) has all its values read by one more unpack. Any other packet takes the general
-# path, so the result, errors included, is the same either way.
+# path, so the result, errors included, is the same either way. What is learnt lives on a
+# HepDecoder, one per receiver, so that nothing at module level changes while packets come in.
 
 _MAX_LAYOUTS = 4
 _MAX_CACHED = 4096  # texts of IP addresses and auth keys kept (then the cache starts over)
 # The chunks whose values a layout reads, in the order _Layout.pick returns them (an IPv6
 # address chunk, 5 or 6, stands in for 3 or 4), and their formats.
 _READ = (1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 14, 17, 18)
-_FORMAT = {1: "B", 2: "B", 7: "H", 8: "H", 9: "I", 10: "I", 11: "B", 18: "H"}
-_IPV6_AS = {5: 3, 6: 4}
+_FORMAT = MappingProxyType({1: "B", 2: "B", 7: "H", 8: "H", 9: "I", 10: "I", 11: "B", 18: "H"})
+_IPV6_AS = MappingProxyType({5: 3, 6: 4})
 # Appended to the values read, so that an absent chunk reads as its default.
 _DEFAULTS: tuple[None, int, bytes] = (None, 0, b"")
-_DEFAULT_AT = {3: 2, 4: 2, 7: 1, 8: 1, 10: 1}  # offset in _DEFAULTS; the others are None
+_DEFAULT_AT = MappingProxyType({3: 2, 4: 2, 7: 1, 8: 1, 10: 1})  # in _DEFAULTS; else None
 
 
 class _Layout(NamedTuple):
@@ -271,58 +250,87 @@ class _Layout(NamedTuple):
 
 
 _new_packet = tuple.__new__  # HepPacket(...) without its Python-level __new__
-_layouts: list[_Layout] = []
-_address_texts: dict[bytes, str] = {}
-_key_texts: dict[bytes, str] = {}
 
 
-def _decode_known(data: bytes, size: int, layout: _Layout) -> HepPacket | None:
-    """Decode a packet of ``layout``'s shape; None if its shape is another."""
-    at = layout.payload_at
-    end = size - layout.tail_size
-    if end - at < 6 or layout.heads.unpack_from(data, 6) != layout.heads_expected:
-        return None
-    if (data[at + 4] << 8) | data[at + 5] != end - at:
-        return None
-    values = layout.values.unpack_from(data, 6)
-    if layout.tail_size:
-        if layout.tail_heads.unpack_from(data, end) != layout.tail_expected:
+class HepDecoder:
+    """Decodes a stream of HEPv3 packets as :func:`decode_hep` does, faster for known layouts.
+
+    Keeps the last few packet layouts seen and the texts of recent addresses and auth keys.
+    """
+
+    __slots__ = ("_address_texts", "_key_texts", "_layouts")
+
+    def __init__(self) -> None:
+        self._layouts: list[_Layout] = []
+        self._address_texts: dict[bytes, str] = {}
+        self._key_texts: dict[bytes, str] = {}
+
+    def decode(self, data: bytes) -> HepPacket:
+        """Decode one HEPv3 packet; raise :class:`HepDecodeError` for anything malformed."""
+        size = len(data)
+        if size < 6 or data[:4] != HEP3_MAGIC or (data[4] << 8) | data[5] != size:
+            _checked_size(data)  # raises, saying which check failed (no call on the hot path)
+        for layout in self._layouts:
+            packet = self._decode_known(data, size, layout)
+            if packet is not None:
+                return packet
+        packet = _decode_chunks(data, size)
+        learnt = _learn_layout(data, size)
+        if learnt is not None and all(
+            (known.heads_expected, known.tail_expected)
+            != (learnt.heads_expected, learnt.tail_expected)
+            for known in self._layouts
+        ):
+            self._layouts.insert(0, learnt)  # newest first; the oldest falls off
+            del self._layouts[_MAX_LAYOUTS:]
+        return packet
+
+    def _decode_known(self, data: bytes, size: int, layout: _Layout) -> HepPacket | None:
+        """Decode a packet of ``layout``'s shape; None if its shape is another."""
+        at = layout.payload_at
+        end = size - layout.tail_size
+        if end - at < 6 or layout.heads.unpack_from(data, 6) != layout.heads_expected:
             return None
-        values += layout.tail_values.unpack_from(data, end)
-    values += _DEFAULTS
-    family, proto, src, dst, sport, dport, sec, usec, ptype, capture, key, corr, vlan = layout.pick(
-        values
-    )
-    texts = _address_texts
-    src_ip = texts.get(src)
-    if src_ip is None:
-        src_ip = _remember(texts, src, _address_text(src))
-    dst_ip = texts.get(dst)
-    if dst_ip is None:
-        dst_ip = _remember(texts, dst, _address_text(dst))
-    auth_key = None
-    if key is not None:
-        auth_key = _key_texts.get(key)
-        if auth_key is None:
-            auth_key = _remember(_key_texts, key, _text(key))
-    return _new_packet(
-        HepPacket,
-        (
-            src_ip,
-            sport,
-            dst_ip,
-            dport,
-            None if sec is None else sec + usec / 1_000_000,
-            ptype,
-            capture,
-            auth_key,
-            data[at + 6 : end],
-            None if corr is None else _text(corr),
-            family,
-            proto,
-            vlan,
-        ),
-    )
+        if (data[at + 4] << 8) | data[at + 5] != end - at:
+            return None
+        values = layout.values.unpack_from(data, 6)
+        if layout.tail_size:
+            if layout.tail_heads.unpack_from(data, end) != layout.tail_expected:
+                return None
+            values += layout.tail_values.unpack_from(data, end)
+        values += _DEFAULTS
+        picked = layout.pick(values)
+        family, proto, src, dst, sport, dport, sec, usec, ptype, capture, key, corr, vlan = picked
+        texts = self._address_texts
+        src_ip = texts.get(src)
+        if src_ip is None:
+            src_ip = _remember(texts, src, _address_text(src))
+        dst_ip = texts.get(dst)
+        if dst_ip is None:
+            dst_ip = _remember(texts, dst, _address_text(dst))
+        auth_key = None
+        if key is not None:
+            auth_key = self._key_texts.get(key)
+            if auth_key is None:
+                auth_key = _remember(self._key_texts, key, _text(key))
+        return _new_packet(
+            HepPacket,
+            (
+                src_ip,
+                sport,
+                dst_ip,
+                dport,
+                None if sec is None else sec + usec / 1_000_000,
+                ptype,
+                capture,
+                auth_key,
+                data[at + 6 : end],
+                None if corr is None else _text(corr),
+                family,
+                proto,
+                vlan,
+            ),
+        )
 
 
 def _address_text(raw: bytes) -> str:
@@ -338,8 +346,8 @@ def _remember(cache: dict[bytes, str], raw: bytes, text: str) -> str:
     return text
 
 
-def _learn_layout(data: bytes, size: int) -> None:
-    """Keep the layout of a packet that just decoded, if the fast path can read its kind."""
+def _learn_layout(data: bytes, size: int) -> _Layout | None:
+    """The layout of a packet that just decoded, if the fast path can read its kind."""
     chunks: list[tuple[int, int, int]] = []
     seen: set[int] = set()
     off = 6
@@ -349,7 +357,7 @@ def _learn_layout(data: bytes, size: int) -> None:
         if vendor == 0:
             field = _IPV6_AS.get(ctype, ctype)
             if field in seen or ctype == 16:
-                return  # a repeated chunk (or both address kinds): the general path only
+                return None  # a repeated chunk (or both address kinds): the general path only
             seen.add(field)
         chunks.append((vendor, ctype, clen))
     payload = next(i for i, (vendor, ctype, _) in enumerate(chunks) if (vendor, ctype) == (0, 15))
@@ -380,7 +388,7 @@ def _learn_layout(data: bytes, size: int) -> None:
     n = len(read)
     expected = (*expected, 0, 15)
     where = tuple(read.index(t) if t in read else n + _DEFAULT_AT.get(t, 0) for t in _READ)
-    layout = _Layout(
+    return _Layout(
         struct.Struct(f">{heads}HH"),
         expected,
         struct.Struct(">" + values),
@@ -391,9 +399,3 @@ def _learn_layout(data: bytes, size: int) -> None:
         struct.Struct(">" + tail_values),
         operator.itemgetter(*where),
     )
-    if all(
-        (known.heads_expected, known.tail_expected) != (expected, tail_expected)
-        for known in _layouts
-    ):
-        _layouts.insert(0, layout)
-        del _layouts[_MAX_LAYOUTS:]

@@ -24,11 +24,6 @@ class NameAddr:
         """Return header parameter ``name`` (case-insensitive); None if absent or a flag."""
         return get_param(self.params, name)
 
-    @property
-    def tag(self) -> str | None:
-        """The ``tag`` header parameter (From/To), if any."""
-        return get_param(self.params, "tag")
-
 
 @dataclass(frozen=True, slots=True)
 class ReferTo:

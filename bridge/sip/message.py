@@ -159,11 +159,6 @@ class SipMessage:
     # -- dialog keys (hot path) ------------------------------------------------------------
 
     @property
-    def is_response(self) -> bool:
-        """True for a response."""
-        return not self.is_request
-
-    @property
     def from_tag(self) -> str | None:
         """The From tag, or None if the From header has no tag."""
         return _tag_of(self._first["from"])

@@ -17,16 +17,6 @@ class SipFrag:
     status_code: int
     reason: str
 
-    @property
-    def is_final(self) -> bool:
-        """True for a final response (200 and above): the transfer attempt is over."""
-        return self.status_code >= 200
-
-    @property
-    def is_success(self) -> bool:
-        """True for a 2xx: the transferee reached the target."""
-        return 200 <= self.status_code < 300
-
 
 def parse_status_line(line: str) -> tuple[int, str]:
     """Parse ``SIP/2.0 <code> <reason>`` into (code, reason); the reason may be empty."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bridge.hep.decode import HepDecodeError, HepProto, decode_hep
+from bridge.hep.decode import HepDecodeError, HepDecoder, HepProto
 
 log = structlog.get_logger("transfer_bridge.hep.decode")
 
@@ -58,6 +58,7 @@ class HepListener:
         self._sink = sink
         self._clock = clock
         self.stats = HepStats()
+        self._decoder = HepDecoder()  # one per socket: it learns the capture agents' layouts
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -111,7 +112,7 @@ class HepListener:
         stats = self.stats
         stats.received += 1
         try:
-            packet = decode_hep(data)
+            packet = self._decoder.decode(data)
         except HepDecodeError:
             stats.dropped["malformed"] += 1
             return

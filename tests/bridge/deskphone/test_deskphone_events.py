@@ -9,10 +9,14 @@ import pytest
 
 from bridge.deskphone import poly, snom, yealink
 from bridge.deskphone.events import (
+    CONSULT_STATE,
+    CUSTOMER_STATE,
+    RANK,
+    TRANSFER_KINDS,
     DeskEventKind,
+    DeskEventOutcome,
     DeskPhoneEvent,
     DeviceCalls,
-    Outcome,
     derive_secret,
     normalise_mac,
     number_of,
@@ -39,7 +43,7 @@ def ev(
     return DeskPhoneEvent("yealink", kind, mac="001565abcdef", call_id=call_id, remote=remote)
 
 
-def feed(calls: DeviceCalls, event: DeskPhoneEvent) -> tuple[Outcome, list[object]]:
+def feed(calls: DeviceCalls, event: DeskPhoneEvent) -> tuple[DeskEventOutcome, list[object]]:
     outcome, events = calls.accept(
         event, phone=PHONE, source="yealink", at="2026-01-01T00:00:00.000Z"
     )
@@ -72,24 +76,25 @@ def test_secret_is_derived_per_account_and_device_and_rotates_with_the_key() -> 
 def test_customer_call_life_and_replays() -> None:
     calls = DeviceCalls()
     assert feed(calls, ev(DeskEventKind.INCOMING)) == (
-        Outcome.APPLIED,
+        DeskEventOutcome.APPLIED,
         [CallStateChanged(CallState.RINGING)],
     )
-    assert feed(calls, ev(DeskEventKind.INCOMING))[0] is Outcome.DUPLICATE
+    assert feed(calls, ev(DeskEventKind.INCOMING))[0] is DeskEventOutcome.DUPLICATE
     assert feed(calls, ev(DeskEventKind.ESTABLISHED))[1] == [CallStateChanged(CallState.CONNECTED)]
-    assert feed(calls, ev(DeskEventKind.INCOMING))[0] is Outcome.OUT_OF_ORDER  # late, would go back
+    late = feed(calls, ev(DeskEventKind.INCOMING))[0]  # late, would go back
+    assert late is DeskEventOutcome.OUT_OF_ORDER
     assert feed(calls, ev(DeskEventKind.HOLD))[1] == [CallStateChanged(CallState.ON_HOLD)]
     assert feed(calls, ev(DeskEventKind.UNHOLD))[1] == [CallStateChanged(CallState.CONNECTED)]
     assert feed(calls, ev(DeskEventKind.HOLD))[1] == [CallStateChanged(CallState.ON_HOLD)]
     assert feed(calls, ev(DeskEventKind.TERMINATED))[1] == [CallStateChanged(CallState.ENDED)]
-    assert feed(calls, ev(DeskEventKind.TERMINATED))[0] is Outcome.DUPLICATE
-    assert feed(calls, ev(DeskEventKind.ESTABLISHED))[0] is Outcome.OUT_OF_ORDER
+    assert feed(calls, ev(DeskEventKind.TERMINATED))[0] is DeskEventOutcome.DUPLICATE
+    assert feed(calls, ev(DeskEventKind.ESTABLISHED))[0] is DeskEventOutcome.OUT_OF_ORDER
 
 
 def test_established_before_incoming_is_taken_and_the_late_incoming_dropped() -> None:
     calls = DeviceCalls()
     assert feed(calls, ev(DeskEventKind.ESTABLISHED))[1] == [CallStateChanged(CallState.CONNECTED)]
-    assert feed(calls, ev(DeskEventKind.INCOMING))[0] is Outcome.OUT_OF_ORDER
+    assert feed(calls, ev(DeskEventKind.INCOMING))[0] is DeskEventOutcome.OUT_OF_ORDER
 
 
 def test_attended_transfer_consult_and_request_but_never_success() -> None:
@@ -105,25 +110,34 @@ def test_attended_transfer_consult_and_request_but_never_success() -> None:
     assert feed(calls, ev(DeskEventKind.ATTENDED_TRANSFER, call_id="2"))[1] == [
         TransferRequested(TransferKind.ATTENDED, "1002")
     ]
-    assert feed(calls, ev(DeskEventKind.ATTENDED_TRANSFER, call_id="2"))[0] is Outcome.DUPLICATE
+    assert (
+        feed(calls, ev(DeskEventKind.ATTENDED_TRANSFER, call_id="2"))[0]
+        is DeskEventOutcome.DUPLICATE
+    )
     feed(calls, ev(DeskEventKind.TERMINATED))
     feed(calls, ev(DeskEventKind.TERMINATED, call_id="2", remote="1002"))
     # After both legs ended, "transfer finished" still belongs to the customer's call.
     _, obs = feed(calls, ev(DeskEventKind.TRANSFER_FINISHED, call_id=None))
     assert obs == [TransferProgressed(ReferState.ACCEPTED)]
-    assert feed(calls, ev(DeskEventKind.TRANSFER_FAILED, call_id=None))[0] is Outcome.DUPLICATE
+    assert (
+        feed(calls, ev(DeskEventKind.TRANSFER_FAILED, call_id=None))[0]
+        is DeskEventOutcome.DUPLICATE
+    )
 
 
 def test_blind_transfer_failure_is_failure_and_a_second_incoming_is_not_a_consult() -> None:
     calls = DeviceCalls()
     feed(calls, ev(DeskEventKind.INCOMING))
     feed(calls, ev(DeskEventKind.ESTABLISHED))
-    assert feed(calls, ev(DeskEventKind.INCOMING, call_id="9", remote="555"))[0] is Outcome.IGNORED
+    assert (
+        feed(calls, ev(DeskEventKind.INCOMING, call_id="9", remote="555"))[0]
+        is DeskEventOutcome.IGNORED
+    )
     assert feed(calls, ev(DeskEventKind.BLIND_TRANSFER))[1] == [
         TransferRequested(TransferKind.BLIND, None)
     ]
     outcome, obs = feed(calls, ev(DeskEventKind.TRANSFER_FAILED))
-    assert outcome is Outcome.APPLIED and isinstance(obs[0], TransferFailed)
+    assert outcome is DeskEventOutcome.APPLIED and isinstance(obs[0], TransferFailed)
     assert obs[0].cause is FailureCause.TRANSFER_FAILED
 
 
@@ -142,9 +156,9 @@ def test_no_desk_phone_event_claims_the_transfer_succeeded() -> None:
 
 def test_events_without_a_call_are_not_guessed() -> None:
     calls = DeviceCalls()
-    assert feed(calls, ev(DeskEventKind.INCOMING, call_id=None))[0] is Outcome.NO_CALL
-    assert feed(calls, ev(DeskEventKind.TRANSFER_FINISHED))[0] is Outcome.NO_CALL
-    assert feed(calls, ev(DeskEventKind.TERMINATED, call_id="77"))[0] is Outcome.NO_CALL
+    assert feed(calls, ev(DeskEventKind.INCOMING, call_id=None))[0] is DeskEventOutcome.NO_CALL
+    assert feed(calls, ev(DeskEventKind.TRANSFER_FINISHED))[0] is DeskEventOutcome.NO_CALL
+    assert feed(calls, ev(DeskEventKind.TERMINATED, call_id="77"))[0] is DeskEventOutcome.NO_CALL
 
 
 def test_phone_time_stamps_order_poly_events() -> None:
@@ -153,8 +167,8 @@ def test_phone_time_stamps_order_poly_events() -> None:
         "poly", DeskEventKind.ESTABLISHED, call_id="5", remote="1", observed=20.0
     )
     late = DeskPhoneEvent("poly", DeskEventKind.HOLD, call_id="5", remote="1", observed=10.0)
-    assert feed(calls, first)[0] is Outcome.APPLIED
-    assert feed(calls, late)[0] is Outcome.OUT_OF_ORDER
+    assert feed(calls, first)[0] is DeskEventOutcome.APPLIED
+    assert feed(calls, late)[0] is DeskEventOutcome.OUT_OF_ORDER
 
 
 def test_yealink_query_with_unfilled_variables() -> None:
@@ -202,7 +216,7 @@ def test_poly_documented_incoming_events_parse_but_name_no_call() -> None:
         assert event is not None
         assert (event.kind, event.remote, event.call_id) == (DeskEventKind.INCOMING, "20701", None)
         assert event.observed == pytest.approx(1215811193.0)
-        assert feed(DeviceCalls(), event)[0] is Outcome.NO_CALL
+        assert feed(DeviceCalls(), event)[0] is DeskEventOutcome.NO_CALL
 
 
 def test_poly_blank_template_is_refused() -> None:
@@ -224,3 +238,9 @@ def test_poly_blank_template_is_refused() -> None:
 def test_poly_malformed_bodies(body: bytes) -> None:
     with pytest.raises(InvalidInput):
         poly.parse(body)
+
+
+def test_every_call_event_kind_has_a_rank_and_a_customer_state() -> None:
+    call_kinds = set(DeskEventKind) - TRANSFER_KINDS
+    assert set(RANK) == set(CUSTOMER_STATE) == call_kinds
+    assert set(CONSULT_STATE) <= call_kinds

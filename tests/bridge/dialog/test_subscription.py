@@ -8,11 +8,14 @@ import random
 import pytest
 
 from bridge.dialog import (
+    TRANSITIONS,
     DigestCredentials,
     Outgoing,
+    SubEvent,
     Subscription,
     SubscriptionError,
     SubscriptionSettings,
+    SubscriptionStateError,
     SubState,
 )
 from bridge.dialog.digest import parse_challenge, response
@@ -195,3 +198,30 @@ def test_bad_settings_and_extensions() -> None:
         Subscription("10 01", SETTINGS)
     with pytest.raises(SubscriptionError):
         SubscriptionSettings(("h", 1), ("h", 2), DigestCredentials("u", "p"), "d", expires=5)
+
+
+def test_the_transition_table_covers_every_state() -> None:
+    assert set(TRANSITIONS) == set(SubState)
+    # Every state but `idle` is reached, and `stopped` is left by nothing but `stop`.
+    assert {target for moves in TRANSITIONS.values() for target in moves.values()} == set(
+        SubState
+    ) - {SubState.IDLE}
+    assert all(TRANSITIONS[state][SubEvent.STOP] is SubState.STOPPED for state in SubState)
+    assert dict(TRANSITIONS[SubState.STOPPED]) == {SubEvent.STOP: SubState.STOPPED}
+    assert {event for moves in TRANSITIONS.values() for event in moves} == set(SubEvent)
+
+
+def test_an_illegal_move_is_refused_and_changes_nothing() -> None:
+    sub = new_sub()
+    subscribed(sub)
+    before = (sub.call_id, sub.local_tag, sub.cseq, sub.next_deadline())
+    with pytest.raises(SubscriptionStateError) as refused:
+        sub.start(1.0)  # a second SUBSCRIBE dialog while the first one is active
+    assert isinstance(refused.value, SubscriptionError)
+    assert (refused.value.state, refused.value.event) == (SubState.ACTIVE, SubEvent.START)
+    assert sub.state is SubState.ACTIVE
+    assert (sub.call_id, sub.local_tag, sub.cseq, sub.next_deadline()) == before
+    sub.stop(2.0)
+    with pytest.raises(SubscriptionStateError):
+        sub.start(3.0)  # stopped is final
+    assert sub.state is SubState.STOPPED and sub.stop(4.0) == []

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import bridge.hep.decode as hep_module
 from bridge.hep.decode import (
     HepDecodeError,
+    HepDecoder,
     HepEncodeError,
     HepPacket,
     HepProto,
@@ -283,9 +284,9 @@ def _general(data: bytes) -> object:
         return ("error", str(exc))
 
 
-def _fast(data: bytes) -> object:
+def _fast(decoder: HepDecoder, data: bytes) -> object:
     try:
-        return decode_hep(data)
+        return decoder.decode(data)
     except HepDecodeError as exc:
         return ("error", str(exc))
 
@@ -309,11 +310,23 @@ def test_the_learned_layout_fast_path_agrees_with_the_general_decoder(
         auth_key=key,
         correlation_id=corr,
     )
-    decode_hep(good)  # teach the decoder this layout
-    assert _fast(good) == _general(good)
+    decoder = HepDecoder()
+    decoder.decode(good)  # teach the decoder this layout
+    assert _fast(decoder, good) == _general(good)
     # Any byte of a packet of a known layout changed: both paths still say the same.
     mutated = bytearray(good)
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
         i = data.draw(st.integers(min_value=0, max_value=len(mutated) - 1))
         mutated[i] = data.draw(st.integers(min_value=0, max_value=255))
-    assert _fast(bytes(mutated)) == _general(bytes(mutated))
+    assert _fast(decoder, bytes(mutated)) == _general(bytes(mutated))
+
+
+def test_decoding_changes_no_module_state() -> None:
+    """What a decoder learns stays on it: the module holds no mutable container at all."""
+    mutable = (list, dict, set, bytearray)
+    names = [name for name in vars(hep_module) if not name.startswith("__")]
+    assert [name for name in names if isinstance(getattr(hep_module, name), mutable)] == []
+    first, second = HepDecoder(), HepDecoder()
+    for _ in range(3):
+        assert first.decode(asterisk_like()) == decode_hep(asterisk_like())
+    assert second.decode(asterisk_like()) == first.decode(asterisk_like())

@@ -26,7 +26,7 @@ MINIMAL = (
 
 def test_invite_from_pjsua(wire: Wire) -> None:
     msg = parse_message(wire("invite_pjsua_sdp"))
-    assert msg.is_request and not msg.is_response
+    assert msg.is_request
     assert msg.method == "INVITE"
     assert msg.request_uri == "sip:2001@192.168.50.2"
     assert msg.status_code is None and msg.reason is None
@@ -51,7 +51,7 @@ def test_invite_from_pjsua(wire: Wire) -> None:
 
 def test_response_200_with_sdp(wire: Wire) -> None:
     msg = parse_message(wire("ok_200_invite_sdp"))
-    assert msg.is_response and not msg.is_request
+    assert not msg.is_request
     assert (msg.status_code, msg.reason) == (200, "OK")
     assert msg.method is None and msg.request_uri is None and msg.request_sip_uri() is None
     assert msg.cseq.method == "INVITE"

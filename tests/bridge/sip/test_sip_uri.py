@@ -88,7 +88,7 @@ def test_name_addr_with_quoted_display_name() -> None:
     assert addr.display_name == 'Agent "One", Sales'
     assert addr.uri.user == "1001"
     assert addr.uri.param("transport") == "udp"
-    assert addr.tag == "abc"
+    assert addr.param("tag") == "abc"
     assert addr.param("EXPIRES") == "60"
 
 

@@ -90,12 +90,6 @@ def test_notify_sipfrag(
     assert event is not None and event.package == "refer" and event.id == event_id
 
 
-def test_sipfrag_flags() -> None:
-    assert not SipFrag(100, "Trying").is_final
-    assert SipFrag(200, "OK").is_final and SipFrag(200, "OK").is_success
-    assert SipFrag(486, "Busy Here").is_final and not SipFrag(486, "Busy Here").is_success
-
-
 def test_invite_with_replaces(wire: Wire) -> None:
     msg = parse_message(wire("invite_replaces"))
     assert msg.replaces() == ReplacesParams(CID_C, TAG_C_PHONE, TAG_C_AST)

@@ -13,8 +13,8 @@ UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown"})
 
 
 @dataclass(slots=True)
-class Leg:
-    """One channel of a watched phone."""
+class AmiChannel:
+    """One channel of a watched phone: a leg of its call, as the AMI tracker keeps it."""
 
     uniqueid: str
     channel: str
@@ -48,7 +48,9 @@ class Handoff:
 
 
 @dataclass(slots=True)
-class AmiStats:
+class AmiCallTrackerStats:
+    """Counters of one `AmiCallTracker` (the AMI link's own are `phone_drivers.ami.AmiStats`)."""
+
     events: int = 0
     tracked: int = 0  # events about a watched phone's channel
     evidence: int = 0
@@ -56,12 +58,14 @@ class AmiStats:
 
 
 def number(value: str | None) -> str | None:
+    """A caller or connected-line number, or None when Asterisk does not know it."""
     if value is None or value.strip().lower() in UNKNOWN_NUMBERS:
         return None
     return value.strip()
 
 
 def transfer_result(value: str | None) -> str:
+    """A transfer event's `Result:` as a lower-case token (`not_permitted`)."""
     return (value or "unknown").strip().lower().replace(" ", "_")
 
 
