@@ -531,22 +531,25 @@ def test_transferred_only_once_the_target_has_the_customer(
         assert p.answered_at is not None, f"the target did not answer\n{story}"
         # 3. transferred on the target's own answer, with the proof and the moment of it
         assert last.state == "transferred", f"not transferred after the answer\n{story}"
-        assert t.get("confirmed_by") == "phone", story
-        assert last.phone("proof") == "target_answered", story
+        assert t.get("confirmed_by") == "phone", f"confirmed_by {t.get('confirmed_by')!r}\n{story}"
+        proof = last.phone("proof")
+        assert proof == "target_answered", f"proof {proof!r}, not 'target_answered'\n{story}"
         handoff = last.phone("handoff_at")
         assert isinstance(handoff, str), f"handoff_at: {handoff!r}\n{story}"
         assert _rfc3339(handoff) >= p.answered_at - HANDOFF_SLACK, (
             f"handoff_at {handoff} is before the answer at {p.answered_at}\n{story}"
         )
         if source != "dialog":  # dialog-info never shows the REFER: no kind to check
-            assert t.get("kind") == case.kind, story
+            assert t.get("kind") == case.kind, f"kind {t.get('kind')!r}, not {case.kind!r}\n{story}"
     else:
         # 4. failed, with the target's reason
-        assert last.state == "failed", f"not failed after the target's refusal\n{story}"
+        assert last.state == "failed", (
+            f"{last.state!r}, not failed, after the target refused or never answered\n{story}"
+        )
         failures = case.failures
         if source == "dialog":  # a line that rang and went idle: refused or unanswered, alike
             failures = failures | TARGET_FAILURES | {"transfer_failed"}
         assert last.phone("failure") in failures, (
             f"failure {last.phone('failure')!r}, expected one of {sorted(failures)}\n{story}"
         )
-        assert last.phone("handoff_at") is None, story
+        assert last.phone("handoff_at") is None, f"handoff_at set on a failure\n{story}"
