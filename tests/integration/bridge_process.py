@@ -32,10 +32,17 @@ def free_tcp_port() -> int:
 
 
 def bridge_config(
-    pbx: RunningAsterisk, port: int, *, hep: bool = True, ami: bool = True, dialog: bool = False
+    pbx: RunningAsterisk,
+    port: int,
+    *,
+    hep: bool = True,
+    ami: bool = True,
+    dialog: bool = False,
+    hep_listen: int | None = None,
 ) -> str:
     """The TOML a PBX admin would write: HEP from Asterisk's res_hep, its AMI, and its hints'
-    dialog state (SUBSCRIBE as the `watcher` endpoint)."""
+    dialog state (SUBSCRIBE as the `watcher` endpoint). HEP is received on `hep_listen`
+    (default: the port Asterisk sends HEP to; another one behind a relay that copies it)."""
     parts = [
         f'[http]\nlisten = "127.0.0.1:{port}"\n',
         '[store]\nurl = "sqlite:///var/bridge.db"\n',
@@ -46,7 +53,7 @@ def bridge_config(
         parts.append(
             "[[sources.hep]]\n"
             'name = "pbx-hep"\n'
-            f'listen = "127.0.0.1:{pbx.hep_port}"\n'
+            f'listen = "127.0.0.1:{hep_listen or pbx.hep_port}"\n'
             f'password = "{pbx.hep_password}"\n'
         )
     if ami:
@@ -146,10 +153,16 @@ class BridgeProcess:
 
 @contextlib.asynccontextmanager
 async def running_bridge_process(
-    workdir: Path, pbx: RunningAsterisk, *, hep: bool = True, ami: bool = True, dialog: bool = False
+    workdir: Path,
+    pbx: RunningAsterisk,
+    *,
+    hep: bool = True,
+    ami: bool = True,
+    dialog: bool = False,
+    hep_listen: int | None = None,
 ) -> AsyncIterator[BridgeProcess]:
     port = free_tcp_port()
-    config = bridge_config(pbx, port, hep=hep, ami=ami, dialog=dialog)
+    config = bridge_config(pbx, port, hep=hep, ami=ami, dialog=dialog, hep_listen=hep_listen)
     bridge = BridgeProcess(workdir, config, port)
     named = (("pbx-hep", hep), ("pbx-ami", ami), ("pbx-dialog", dialog))
     sources = tuple(n for n, on in named if on)
