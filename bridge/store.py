@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.model import Account, Agent, Session
-from bridge.session.machine import AuditEntry
+from bridge.session.outcome import AuditEntry
 
 
 @dataclass(frozen=True, slots=True)

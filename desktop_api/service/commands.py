@@ -13,7 +13,8 @@ import structlog
 
 from bridge.errors import InvalidInput, TransferNotAllowed
 from bridge.model import Action, Binding, Call, CallState, Customer, Session
-from bridge.session.machine import AuditEntry, desktop_step, end_session
+from bridge.session.machine import desktop_step, end_session
+from bridge.session.outcome import AuditEntry
 from bridge.store import SessionWrite, StoreConflict
 from desktop_api.metrics import Metrics
 from desktop_api.service.evidence import EvidenceRouter

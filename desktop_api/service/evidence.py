@@ -1,7 +1,7 @@
 """Phone evidence: find the one session an event belongs to, then let the machine apply it.
 
 Correlation is `bridge.session.correlation` (exact matches only); the rules are
-`bridge.session.machine`. The calls each phone is on are remembered here, per phone.
+`bridge.session.phone`. The calls each phone is on are remembered here, per phone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import structlog
 from bridge.evidence import CallStateChanged, PhoneEvent
 from bridge.model import Agent, Session
 from bridge.session.correlation import BindingChange, PhoneCalls, bind_candidates, route
-from bridge.session.machine import AuditEntry, Outcome, apply_binding, apply_evidence
+from bridge.session.machine import apply_binding
+from bridge.session.outcome import AuditEntry, Outcome
+from bridge.session.phone import apply_evidence
 from bridge.uris import phone_key
 from desktop_api.metrics import Metrics
 from desktop_api.service.open_sessions import AgentKey, OpenSessions

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from bridge.model import Account, Session, TransferState
-from bridge.session.machine import AuditEntry, Outcome
+from bridge.session.outcome import AuditEntry, Outcome
 from bridge.store import SessionWrite
 from desktop_api.changes import ChangeHub
 from desktop_api.metrics import Metrics

@@ -3,7 +3,7 @@
 
 The path of one AMI event: `phone_drivers/ami/client.py` (socket, framing) → this module's sink
 → `bridge/ami/calls.py` → `desktop_api/sources/pump.py` → `desktop_api/service/evidence.py` →
-`bridge/session/machine.py`.
+`bridge/session/phone.py`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The path of one NOTIFY: `phone_drivers/dialog/client.py` (socket, subscriptions) →
 `bridge/dialog/lines.py` → `desktop_api/sources/pump.py` → `desktop_api/service/evidence.py` →
-`bridge/session/machine.py`. docs/dialog-source.md says what this source can and cannot prove.
+`bridge/session/phone.py`. docs/dialog-source.md says what this source can and cannot prove.
 """
 
 from __future__ import annotations

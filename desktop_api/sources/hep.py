@@ -3,7 +3,7 @@
 
 The path of one captured message: `phone_drivers/hep/listener.py` (socket, HEP decode) →
 this module's sink → `bridge/hep/tracker.py` (parse, de-dup, dialogs, detector) →
-`desktop_api/sources/pump.py` → `desktop_api/service/evidence.py` → `bridge/session/machine.py`.
+`desktop_api/sources/pump.py` → `desktop_api/service/evidence.py` → `bridge/session/phone.py`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.model import Account, Agent, Customer, Phone, Session
-from bridge.session.machine import AuditEntry
+from bridge.session.outcome import AuditEntry
 from bridge.store import SessionWrite, StoreConflict
 from desktop_api.storage.sqlite import MIGRATIONS, SqliteStore
 

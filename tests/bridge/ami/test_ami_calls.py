@@ -28,7 +28,8 @@ from bridge.hep.decode import decode_hep
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.tracker import SipTracker
 from bridge.model import Call, CallState, Customer, ProofGrade, Session, TransferState
-from bridge.session.machine import AuditEntry, apply_evidence
+from bridge.session.outcome import AuditEntry
+from bridge.session.phone import apply_evidence
 from tests.rig.hepfile import read_hep_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

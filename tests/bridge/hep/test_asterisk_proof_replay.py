@@ -29,7 +29,7 @@ from bridge.model import (
     TransferKind,
     TransferState,
 )
-from bridge.session.machine import apply_evidence
+from bridge.session.phone import apply_evidence
 from tests.rig.hepfile import read_hep_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

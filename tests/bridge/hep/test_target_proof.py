@@ -26,7 +26,8 @@ from bridge.model import (
     TransferKind,
     TransferState,
 )
-from bridge.session.machine import apply_evidence, desktop_step
+from bridge.session.machine import desktop_step
+from bridge.session.phone import apply_evidence
 from tests.bridge.hep.test_transfer_detector import (
     A1001,
     PBX_PHONES,

@@ -41,7 +41,8 @@ from bridge.model import (
     TransferKind,
     TransferState,
 )
-from bridge.session.machine import apply_evidence, desktop_step
+from bridge.session.machine import desktop_step
+from bridge.session.phone import apply_evidence
 from bridge.timefmt import rfc3339
 
 FLOWS = Path(__file__).resolve().parents[2] / "fixtures" / "flows"

@@ -28,13 +28,9 @@ from bridge.model import (
     TransferKind,
     TransferState,
 )
-from bridge.session.machine import (
-    Outcome,
-    apply_evidence,
-    available_actions,
-    desktop_step,
-    end_session,
-)
+from bridge.session.machine import available_actions, desktop_step, end_session
+from bridge.session.outcome import Outcome
+from bridge.session.phone import apply_evidence
 
 NOW = "2026-11-25T10:00:00.000Z"
 OK = "SIP/2.0 200 OK"

@@ -24,7 +24,8 @@ from bridge.model import (
     TransferKind,
     TransferState,
 )
-from bridge.session.machine import AuditEntry, apply_evidence
+from bridge.session.outcome import AuditEntry
+from bridge.session.phone import apply_evidence
 
 NOW = "2026-11-25T10:00:00.000Z"
 OK = "SIP/2.0 200 OK"
