@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
-from typing import NamedTuple
 
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.hold import on_offer, on_offer_answer
@@ -36,7 +34,6 @@ from bridge.hep.legs import (
     LEG_STEPS,
     TARGET_ROLES,
     DialogChange,
-    DialogReplaced,
     Leg,
     LegAnswered,
     LegEnded,
@@ -48,31 +45,21 @@ from bridge.hep.legs import (
     ReferSent,
 )
 from bridge.hep.refers import on_notify, on_refer, on_refer_answer
+from bridge.hep.replaces import ReplacingInvites
+from bridge.hep.targets import TargetWatches, caller
 from bridge.model import TransferKind
-from bridge.sip import ReplacesParams, SipMessage, SipParseError
-from bridge.uris import numbers_match, uri_of_header, user_of_uri
+from bridge.sip import SipMessage, SipParseError
+from bridge.uris import uri_of_header, user_of_uri
 
 __all__ = ["DialogTracker"]
 
 # Answers after which the UA sends the same request again (same Call-ID, new CSeq): not an end.
 RETRIED = frozenset({401, 407, 422, 491})
 SETUP = frozenset({LegState.TRYING, LegState.EARLY})
-MAX_WATCHES = 4096  # open target watches; the oldest is dropped (and counted) past this
 
 
 class IllegalLegMove(ValueError):
     """A leg was asked to move along a pair that :data:`LEG_STEPS` does not list (a bug)."""
-
-
-class TargetWatch(NamedTuple):
-    """Which new INVITEs are legs toward a transfer's target: caller ``number``, not the
-    transferring ``phone``'s own legs, until ``until`` (receive time)."""
-
-    number: str
-    call: Leg
-    phone: str
-    role: LegRole
-    until: float
 
 
 class DialogTracker:
@@ -101,16 +88,14 @@ class DialogTracker:
         self.target_window = target_window  # after a blind REFER: the target may ring long
         self.consult_target_window = consult_target_window  # the PBX dials the consult at once
         self.unmatched = 0
-        self.watches_dropped = 0
-        self._watches: deque[TargetWatch] = deque()
+        self.targets = TargetWatches()
         self._legs: dict[str, list[Leg]] = {}
         self._live: dict[str, dict[Leg, None]] = {}  # phone -> verified legs not yet ended
         self._count = 0
         self._heap: list[tuple[float, int, Leg]] = []
         self._seq = itertools.count()
         # Call-ID of an INVITE with Replaces -> (the legs it names, until when it may be answered).
-        self._replacing: dict[str, tuple[tuple[Leg, ...], float]] = {}
-        self._replace_order: deque[tuple[float, str]] = deque()
+        self.replacing = ReplacingInvites(replace_window)
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -129,7 +114,7 @@ class DialogTracker:
             return True
         if msg.is_request:
             return msg.method == "INVITE" or msg.method == "REFER"
-        return call_id in self._replacing
+        return call_id in self.replacing
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -151,8 +136,8 @@ class DialogTracker:
                 self.unmatched += 1
             return out
         code = msg.status_code or 0
-        if self._replacing and 200 <= code < 300 and msg.cseq.method == "INVITE":
-            self._replaced(call_id, out)
+        if self.replacing and 200 <= code < 300 and msg.cseq.method == "INVITE":
+            self.replacing.answered(call_id, out)
         if legs is not None:
             self._response(legs, msg, code, now, out)
         elif not out:
@@ -191,7 +176,7 @@ class DialogTracker:
         if to_phone is not None and to_phone != from_phone:
             leg = Leg(call_id, to_phone, False, now)
             leg.remote_tag = from_tag
-            leg.remote = _caller(msg)
+            leg.remote = caller(msg)
             leg.invite_cseq = number
             legs.append(leg)
         legs += self._target_legs(msg, call_id, from_phone, to_phone, now)
@@ -206,21 +191,15 @@ class DialogTracker:
                 out.append(LegStarted(leg))
                 if leg.role is LegRole.CONSULT and leg.customer is not None:
                     # The PBX's leg toward the consult target carries the agent as caller.
-                    caller = user_of_uri(uri_of_header(msg.header("from") or ""))
-                    self._watch(caller, leg.customer, leg.phone, LegRole.CONSULT_TARGET, now)
+                    agent = user_of_uri(uri_of_header(msg.header("from") or ""))
+                    self._watch(agent, leg.customer, leg.phone, LegRole.CONSULT_TARGET, now)
 
     # -- legs toward a transfer's target -------------------------------------------------------
 
     def _watch(self, number: str | None, call: Leg, phone: str, role: LegRole, now: float) -> None:
         """Take new INVITEs from caller ``number`` as legs toward ``call``'s transfer target."""
-        if not number:
-            return
         window = self.target_window if role is LegRole.TARGET else self.consult_target_window
-        watches = self._watches
-        watches.append(TargetWatch(number, call, phone, role, now + window))
-        if len(watches) > MAX_WATCHES:
-            watches.popleft()
-            self.watches_dropped += 1
+        self.targets.watch(number, call, phone, role, now + window)
 
     def _target_legs(
         self,
@@ -230,43 +209,9 @@ class DialogTracker:
         to_phone: str | None,
         now: float,
     ) -> list[Leg]:
-        """Legs toward a watched transfer's target that this INVITE begins (usually none).
-
-        A call *to* the transferring phone never counts, nor the phone's consult INVITE itself;
-        the PBX's leg toward the consult target does, although its From names the agent.
-        """
-        watches = self._watches
-        while watches and watches[0].until < now:
-            watches.popleft()
-        if not watches:
-            return []
-        caller = _caller(msg)
-        found: list[Leg] = []
-        for watch in watches:
-            if watch.until < now or watch.phone == to_phone:
-                continue
-            if watch.phone == from_phone and self._sent_by_phone(msg, watch.phone):
-                continue  # the phone's own next call
-            consult = watch.call.consult
-            if consult is not None and consult.call_id == call_id:
-                continue
-            if not numbers_match(caller, watch.number):
-                continue
-            call = watch.call
-            if call.removed or any(leg.customer is call for leg in found):
-                continue
-            leg = Leg(call_id, watch.phone, False, now)
-            leg.role = watch.role
-            leg.customer = call
-            leg.verified = True  # not the phone's leg: no Contact check applies
-            leg.remote_tag = msg.from_tag
-            leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
-            leg.invite_cseq = msg.cseq.number
-            if call.targets is None:
-                call.targets = []
-            call.targets.append(leg)
-            found.append(leg)
-        return found
+        """Legs toward a watched transfer's target that this INVITE begins (usually none)."""
+        own = from_phone is not None and self._sent_by_phone(msg, from_phone)
+        return self.targets.legs_for(msg, call_id, from_phone if own else None, to_phone, now)
 
     def _adopt(
         self, msg: SipMessage, call_id: str, method: str, now: float, out: list[DialogChange]
@@ -360,17 +305,9 @@ class DialogTracker:
             replaces = msg.replaces()
         except SipParseError:
             return
-        if replaces is None:
-            return
-        named = tuple(
-            leg
-            for leg in self._legs.get(replaces.call_id, ())
-            if leg.verified and _tags_match(leg, replaces)
-        )
-        if named:
-            deadline = now + self.replace_window
-            self._replacing[call_id] = (named, deadline)
-            self._replace_order.append((deadline, call_id))
+        if replaces is not None:
+            named = self._legs.get(replaces.call_id, ())
+            self.replacing.note(call_id, replaces, named, now)
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -420,15 +357,6 @@ class DialogTracker:
             leg.phone_tag = to_tag
         _goto(leg, LegEvent.ANSWERED)
         out.append(LegAnswered(leg))
-
-    def _replaced(self, call_id: str, out: list[DialogChange]) -> None:
-        entry = self._replacing.pop(call_id, None)
-        if entry is None:
-            return
-        for leg in entry[0]:
-            if not leg.removed and not leg.replaced:
-                leg.replaced = True
-                out.append(DialogReplaced(leg))
 
     # -- ending and expiry ---------------------------------------------------------------------
 
@@ -489,8 +417,9 @@ class DialogTracker:
         times = []
         if heap:
             times.append(heap[0][0])
-        if self._replace_order:
-            times.append(self._replace_order[0][0])
+        replacing = self.replacing.next_deadline()
+        if replacing is not None:
+            times.append(replacing)
         return min(times) if times else None
 
     def expire(self, now: float) -> list[Leg]:
@@ -508,12 +437,7 @@ class DialogTracker:
             self._drop(leg)
             if leg.verified:
                 dropped.append(leg)
-        order = self._replace_order
-        while order and order[0][0] <= now:
-            _, call_id = order.popleft()
-            entry = self._replacing.get(call_id)
-            if entry is not None and entry[1] <= now:
-                del self._replacing[call_id]
+        self.replacing.expire(now)
         return dropped
 
 
@@ -523,20 +447,3 @@ def _goto(leg: Leg, event: LegEvent) -> None:
         leg.state = LEG_STEPS[leg.state, event]
     except KeyError:
         raise IllegalLegMove(f"{leg!r} cannot take {event}") from None
-
-
-def _caller(msg: SipMessage) -> str | None:
-    """The calling party's number: P-Asserted-Identity when present, else the From user."""
-    pai = msg.header("p-asserted-identity")
-    if pai:
-        user = user_of_uri(uri_of_header(pai))
-        if user:
-            return user
-    return user_of_uri(uri_of_header(msg.header("from") or ""))
-
-
-def _tags_match(leg: Leg, replaces: ReplacesParams) -> bool:
-    tags = {replaces.to_tag, replaces.from_tag}
-    if leg.phone_tag is not None and leg.remote_tag is not None:
-        return {leg.phone_tag, leg.remote_tag} == tags
-    return leg.phone_tag in tags or leg.remote_tag in tags
