@@ -87,6 +87,26 @@ class FailureCause(StrEnum):
     TRANSFER_FAILED = "transfer_failed"
 
 
+# Q.850 causes (a SIP `Reason: Q.850;cause=N`, AMI `Hangup Cause:`) that name the target's side;
+# a customer dropped with any other cause went away on their own (or for no stated reason).
+Q850_CAUSES = {
+    17: FailureCause.TARGET_BUSY,  # user busy (also Busy() / Hangup(17) in a dialplan)
+    21: FailureCause.TARGET_REJECTED,  # call rejected (603 Decline)
+    18: FailureCause.TARGET_NO_ANSWER,  # no user responding
+    19: FailureCause.TARGET_NO_ANSWER,  # no answer
+    1: FailureCause.TARGET_UNAVAILABLE,  # unallocated number
+    3: FailureCause.TARGET_UNAVAILABLE,  # no route to destination
+    27: FailureCause.TARGET_UNAVAILABLE,  # destination out of order
+    34: FailureCause.TARGET_UNAVAILABLE,  # no circuit available
+    38: FailureCause.TARGET_UNAVAILABLE,  # network out of order
+}
+
+
+def failure_cause_of_q850(cause: int | None) -> FailureCause:
+    """Why a transfer failed whose customer was dropped before the target answered."""
+    return Q850_CAUSES.get(cause or 0, FailureCause.CUSTOMER_HUNG_UP)
+
+
 def failure_cause_of_status(code: int) -> FailureCause:
     """The cause a SIP final status (of the target's leg or a sipfrag) names."""
     if code in (486, 600):

@@ -51,12 +51,14 @@ from bridge.hep.legs import (
     ReferSent,
 )
 from bridge.model import (
+    Q850_CAUSES,
     CallState,
     ConsultState,
     FailureCause,
     ProofGrade,
     ReferState,
     TransferKind,
+    failure_cause_of_q850,
     failure_cause_of_status,
 )
 from bridge.timefmt import Rfc3339Stamps
@@ -112,6 +114,8 @@ class TransferDetector:
                 self._target_answered(leg, out)
             case LegEnded(leg=leg) if leg.role in TARGET_ROLES:
                 self._target_ended(change, out)
+            case LegEnded(leg=leg) if leg.role is LegRole.CUSTOMER_SIDE:
+                self._customer_dropped(change, out)
             case LegStarted(leg=leg) | LegRinging(leg=leg) if leg.role in TARGET_ROLES:
                 pass  # the target's phone rings: nothing is proven yet
             case LegStarted(leg=leg) | LegRinging(leg=leg) | LegAnswered(leg=leg):
@@ -218,6 +222,22 @@ class TransferDetector:
         self._proven.add(call)
         self._failed(call, TransferFailed("target_leg_failed", change.status, cause), out)
 
+    def _customer_dropped(self, change: LegEnded, out: list[tuple[Leg, Observation]]) -> None:
+        """The PBX ended the customer's own dialog with a target-side Q.850 cause (busy,
+        rejected, unanswered, unreachable) before any target answered: the transfer failed.
+
+        A customer hanging up, or a plain "normal clearing", says nothing: after a transfer
+        nobody saw the target answer, the customer may well have talked to the target first.
+        """
+        call = change.leg.customer
+        if call is None or call in self._proven or not change.by_phone:
+            return
+        if change.q850 not in Q850_CAUSES or not _transfer_awaited(call):
+            return
+        self._proven.add(call)
+        cause = failure_cause_of_q850(change.q850)
+        self._failed(call, TransferFailed("customer_dropped", None, cause), out)
+
     def _failed(
         self, call: Leg, failure: TransferFailed, out: list[tuple[Leg, Observation]]
     ) -> None:
@@ -258,6 +278,13 @@ def _awaited_refer(call: Leg, role: LegRole) -> TransferKind | None:
         if refer.kind is wanted and refer.state is not ReferState.FAILED:
             return wanted
     return None
+
+
+def _transfer_awaited(call: Leg) -> bool:
+    """A blind or semi-attended transfer of the call awaits its target's side."""
+    return any(
+        _awaited_refer(call, role) is not None for role in (LegRole.TARGET, LegRole.CONSULT_TARGET)
+    )
 
 
 def _answered_target(call: Leg, role: LegRole) -> Leg | None:

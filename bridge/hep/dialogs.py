@@ -31,8 +31,8 @@ import itertools
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.hold import on_offer, on_offer_answer
 from bridge.hep.legs import (
+    FOREIGN_ROLES,
     LEG_STEPS,
-    TARGET_ROLES,
     DialogChange,
     Leg,
     LegAnswered,
@@ -46,7 +46,7 @@ from bridge.hep.legs import (
 )
 from bridge.hep.refers import on_notify, on_refer, on_refer_answer
 from bridge.hep.replaces import ReplacingInvites
-from bridge.hep.targets import TargetWatches, caller
+from bridge.hep.targets import CallerIndex, TargetWatches, caller
 from bridge.model import TransferKind
 from bridge.sip import SipMessage, SipParseError
 from bridge.uris import uri_of_header, user_of_uri
@@ -89,6 +89,7 @@ class DialogTracker:
         self.consult_target_window = consult_target_window  # the PBX dials the consult at once
         self.unmatched = 0
         self.targets = TargetWatches()
+        self.callers = CallerIndex()
         self._legs: dict[str, list[Leg]] = {}
         self._live: dict[str, dict[Leg, None]] = {}  # phone -> verified legs not yet ended
         self._count = 0
@@ -159,6 +160,8 @@ class DialogTracker:
         from_tag = msg.from_tag
         if msg.has_header("replaces"):
             self._note_replaces(msg, call_id, now)
+        else:
+            self.callers.note(caller(msg), call_id, from_tag, now)
         match = self.directory.match_header
         from_phone = match(msg.header("from"))
         to_phone = match(msg.header("to"))
@@ -185,7 +188,7 @@ class DialogTracker:
             return
         self._add(call_id, legs, now)
         for leg in legs:
-            if leg.verified and leg.role not in TARGET_ROLES:
+            if leg.verified and leg.role not in FOREIGN_ROLES:
                 self._classify(leg)
                 self._live.setdefault(leg.phone, {})[leg] = None
                 out.append(LegStarted(leg))
@@ -272,27 +275,47 @@ class DialogTracker:
                 by_phone = from_tag != leg.remote_tag
             if method == "BYE":
                 if leg.state is not LegState.TERMINATED:
-                    self._end(leg, by_phone, "bye", None, now, out)
+                    q850 = _q850(msg) if leg.role is LegRole.CUSTOMER_SIDE else None
+                    self._end(leg, by_phone, "bye", None, now, out, q850=q850)
             elif method == "INVITE" or method == "UPDATE":
                 self._offer(leg, msg, method)
             elif method == "CANCEL":
                 if leg.state in SETUP:
                     self._end(leg, by_phone, "cancel", None, now, out)
-            elif leg.role in TARGET_ROLES:
-                continue  # the target's side: only its set-up and end matter
+            elif leg.role in FOREIGN_ROLES:
+                continue  # not the phone's dialog: only its set-up and end matter
             elif method == "REFER":
                 if by_phone and leg.verified:
                     on_refer(leg, msg, out)
-                    self._watch_blind_target(out, now)
+                    self._after_refer(out, now)
             elif method == "NOTIFY" and not by_phone and leg.verified:
                 on_notify(leg, msg, out)
 
-    def _watch_blind_target(self, out: list[DialogChange], now: float) -> None:
-        """After a blind REFER, the customer's number calling out is the leg to the target."""
+    def _after_refer(self, out: list[DialogChange], now: float) -> None:
+        """After a blind REFER the customer's number calling out is the leg to the target; after
+        a blind or semi-attended one, the customer's own dialog with the PBX is followed."""
         change = out[-1] if out else None
-        if isinstance(change, ReferSent) and change.refer.kind is TransferKind.BLIND:
-            call = change.leg.customer_leg
+        if not isinstance(change, ReferSent):
+            return
+        call = change.leg.customer_leg
+        if change.refer.kind is TransferKind.BLIND:
             self._watch(call.remote, call, call.phone, LegRole.TARGET, now)
+        if change.refer.kind in (TransferKind.BLIND, TransferKind.SEMI_ATTENDED):
+            self._follow_customer_side(call, now)
+
+    def _follow_customer_side(self, call: Leg, now: float) -> None:
+        """Track the customer's own dialog with a back-to-back PBX, if one was seen lately."""
+        own = {leg.call_id for leg in self._live.get(call.phone, ())} | {call.call_id}
+        invite = self.callers.latest(call.remote, own, now)
+        if invite is None or invite.call_id in self._legs:
+            return
+        leg = Leg(invite.call_id, call.phone, False, now)
+        leg.role = LegRole.CUSTOMER_SIDE
+        leg.customer = call
+        leg.verified = True
+        leg.remote_tag = invite.from_tag  # the customer's tag: its own BYE is "not by phone"
+        _goto(leg, LegEvent.ADOPTED)
+        self._add(invite.call_id, [leg], now)
 
     def _offer(self, leg: Leg, msg: SipMessage, method: str) -> None:
         if msg.to_tag is not None:
@@ -369,6 +392,8 @@ class DialogTracker:
         now: float,
         out: list[DialogChange],
         status: str | None = None,
+        *,
+        q850: int | None = None,
     ) -> None:
         if not leg.verified:
             self._drop(leg)
@@ -379,7 +404,7 @@ class DialogTracker:
         leg.offer = leg.offer_cseq = leg.offer_method = None
         self._unlive(leg)
         self._schedule(leg, self._deadline(leg))
-        out.append(LegEnded(leg, prior, by_phone, cause, code, status))
+        out.append(LegEnded(leg, prior, by_phone, cause, code, status, q850))
 
     def _unlive(self, leg: Leg) -> None:
         live = self._live.get(leg.phone)
@@ -405,6 +430,8 @@ class DialogTracker:
         if leg.state is LegState.TERMINATED and leg.ended_at is not None:
             linger = self.refer_linger if leg.awaiting_notify() else self.linger
             return leg.ended_at + linger
+        if leg.role is LegRole.CUSTOMER_SIDE:
+            return leg.last_at + self.target_window  # only the transfer's outcome matters
         if leg.state is LegState.CONFIRMED:
             return leg.last_at + self.idle_max
         return leg.last_at + self.setup_max
@@ -439,6 +466,16 @@ class DialogTracker:
                 dropped.append(leg)
         self.replacing.expire(now)
         return dropped
+
+
+def _q850(msg: SipMessage) -> int | None:
+    """The cause of a ``Reason: Q.850;cause=17`` header (RFC 3326), if there is one."""
+    for part in (msg.header("reason") or "").split(";")[1:]:
+        name, _, value = part.partition("=")
+        value = value.strip().strip('"')
+        if name.strip().lower() == "cause" and value.isascii() and value.isdigit():
+            return int(value[:4])
+    return None
 
 
 def _goto(leg: Leg, event: LegEvent) -> None:

@@ -14,6 +14,7 @@ from bridge.model import ReferState, TransferKind
 from bridge.sip import ReplacesParams, SdpDirection
 
 __all__ = [
+    "FOREIGN_ROLES",
     "LEG_STEPS",
     "TARGET_ROLES",
     "DialogChange",
@@ -54,15 +55,20 @@ class LegRole(StrEnum):
       (caller = the customer's number); its answer is the proof that a person has the customer;
     - CONSULT_TARGET: the PBX's leg toward the target of the phone's consult call (caller = the
       agent); after a semi-attended REFER its answer is that proof.
+    - CUSTOMER_SIDE: the customer's own dialog with the PBX (a back-to-back PBX's other leg);
+      the PBX ending it before the target answered means the customer was dropped.
     """
 
     CALL = "call"
     CONSULT = "consult"
     TARGET = "target"
     CONSULT_TARGET = "consult_target"
+    CUSTOMER_SIDE = "customer_side"
 
 
 TARGET_ROLES = frozenset({LegRole.TARGET, LegRole.CONSULT_TARGET})
+# Legs the phone is not on: they never carry its REFERs, NOTIFYs or hold.
+FOREIGN_ROLES = frozenset({LegRole.TARGET, LegRole.CONSULT_TARGET, LegRole.CUSTOMER_SIDE})
 
 
 class LegEvent(StrEnum):
@@ -240,6 +246,7 @@ class LegEnded(NamedTuple):
     cause: str  # "bye", "cancel", "cancelled" (487), "rejected"
     code: int | None = None
     status: str | None = None  # the final response's status line, when one ended it
+    q850: int | None = None  # a BYE's `Reason: Q.850;cause=N`, when it gave one
 
 
 class ReferSent(NamedTuple):

@@ -16,9 +16,10 @@ from bridge.hep.legs import Leg, LegRole
 from bridge.sip import SipMessage
 from bridge.uris import numbers_match, uri_of_header, user_of_uri
 
-__all__ = ["MAX_WATCHES", "TargetWatch", "TargetWatches", "caller"]
+__all__ = ["MAX_WATCHES", "CallerIndex", "TargetWatch", "TargetWatches", "caller"]
 
 MAX_WATCHES = 4096  # open watches; the oldest is dropped (and counted) past this
+MAX_CALLERS = 10_000  # remembered new INVITEs; the oldest is dropped (and counted) past this
 
 
 class TargetWatch(NamedTuple):
@@ -87,6 +88,66 @@ class TargetWatches:
                 continue
             found.append(_target_leg(msg, call_id, watch, now))
         return found
+
+
+class RecentInvite(NamedTuple):
+    """A new INVITE seen lately: who called, its dialog, when (receive time)."""
+
+    number: str
+    call_id: str
+    from_tag: str
+    at: float
+
+
+class CallerIndex:
+    """The new INVITEs of the last ``window`` seconds by caller number, bounded.
+
+    A back-to-back PBX's leg with the customer (the customer's INVITE to the PBX, to a queue or
+    to the agent's extension) is no watched phone's; when a transfer starts, this is how it is
+    found, so that the PBX dropping the customer can be seen.
+    """
+
+    def __init__(self, window: float = 600.0, limit: int = MAX_CALLERS) -> None:
+        self.window = window
+        self.limit = limit
+        self._order: deque[RecentInvite] = deque()
+        self._by_number: dict[str, list[RecentInvite]] = {}
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def note(self, number: str | None, call_id: str, from_tag: str | None, now: float) -> None:
+        """Remember a new INVITE from ``number``."""
+        self._forget(now)
+        if not number or not from_tag:
+            return
+        invite = RecentInvite(number, call_id, from_tag, now)
+        self._order.append(invite)
+        self._by_number.setdefault(number, []).append(invite)
+        if len(self._order) > self.limit:
+            self._drop(self._order.popleft())
+            self.dropped += 1
+
+    def latest(self, number: str | None, exclude: set[str], now: float) -> RecentInvite | None:
+        """The newest INVITE from ``number`` (by exact digits) whose Call-ID is not excluded."""
+        self._forget(now)
+        for invite in reversed(self._by_number.get(number or "", ())):
+            if invite.call_id not in exclude:
+                return invite
+        return None
+
+    def _forget(self, now: float) -> None:
+        order = self._order
+        while order and order[0].at < now - self.window:
+            self._drop(order.popleft())
+
+    def _drop(self, invite: RecentInvite) -> None:
+        same = self._by_number.get(invite.number)
+        if same:
+            same.remove(invite)
+            if not same:
+                del self._by_number[invite.number]
 
 
 def _target_leg(msg: SipMessage, call_id: str, watch: TargetWatch, now: float) -> Leg:

@@ -244,10 +244,17 @@ def _phone_reported(
     entry: AuditEntry,
     now: str,
 ) -> Outcome:
-    """The PBX says the transfer went through. Shown, never taken as proof: the agent's Yes/No
-    (or later target-side evidence) decides."""
+    """The PBX says the transfer went through. Shown, not taken as proof: the agent's Yes/No (or
+    later target-side evidence) decides. The one exception is an attended transfer whose consult
+    the session saw answered: then the report is that answered consult's replacement."""
     transfer = session.transfer
     phone = transfer.phone
+    if transfer.kind is TransferKind.ATTENDED and phone.consult is ConsultState.ANSWERED:
+        # The session itself knows the consult was answered (a source reported it, perhaps
+        # before the bridge restarted): the PBX's success for it is a replaced, answered consult.
+        proof = TransferSucceeded(reason, sipfrag, ProofGrade.CONSULT_REPLACED)
+        taken = replace(entry, detail={**entry.detail, "taken_as": "consult_replaced"})
+        return _phone_succeeded(session, proof, evidence, taken, now)
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
         if phone.pbx_reported_at is None:
             # The PBX's report after the target's answer: kept, so reports can show both times.

@@ -22,6 +22,8 @@ def bridge_view(session: dict[str, Any]) -> dict[str, Any]:
         "confirmed_by": transfer.get("confirmed_by"),
         "phone_refer": phone.get("refer"),
         "last_sipfrag": phone.get("last_sipfrag"),
+        "proof": phone.get("proof"),
+        "failure": phone.get("failure"),
         "binding": (session.get("call") or {}).get("binding"),
         "conflict": transfer.get("conflict"),
     }
@@ -58,7 +60,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"  bridge {report['bridge']} session {report['session_id']}: "
         f"{_agrees(report['bridge_agrees'])}",
         f"    transfer.state={b['transfer_state']} kind={b['kind']} target={b['target']} "
-        f"confirmed_by={b['confirmed_by']}",
+        f"confirmed_by={b['confirmed_by']} proof={b['proof']} failure={b['failure']}",
         f"    phone.refer={b['phone_refer']} last_sipfrag={b['last_sipfrag']!r} "
         f"status={b['status']} binding={b['binding']}",
     ]

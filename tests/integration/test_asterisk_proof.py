@@ -1,8 +1,8 @@
-"""Issue 15 end to end: `transferred` only once a person at the target really has the customer.
+"""End to end: `transferred` only once a person at the target really has the customer.
 
 Real pjsua2 phones, the real Asterisk 22 and four real `transfer-bridge serve` processes that
 watch the same calls at the same time, each through other eyes (the promises are in
-desktop-api.md / the issue-15 API: `transfer.phone.proof`, `failure`, `handoff_at`):
+docs/api.md and docs/evidence.md: `transfer.phone.proof`, `failure`, `handoff_at`):
 
     hep      HEP only          (Asterisk's res_hep, copied to two bridges by a UDP relay)
     ami      AMI only

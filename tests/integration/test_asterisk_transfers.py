@@ -97,9 +97,12 @@ async def test_blind_transfer_answered(rig: Rig, sources: tuple[bool, bool]) -> 
     assert phone_sources(entries) == expected  # either source alone is enough
     assert not [e for e in entries if e["event"] == "sources_disagree"]
     if hep:
-        assert (
-            t["phone"]["last_sipfrag"] == "SIP/2.0 200 OK" or t["phone"]["proved_by"] != "pbx-hep"
+        # The target's answer proves it; the PBX's NOTIFY 200 follows within milliseconds and
+        # the view then shows it, whichever source proved the transfer first.
+        s = await session_until(
+            rig, "s-blind", lambda s: s["transfer"]["phone"]["last_sipfrag"] == "SIP/2.0 200 OK"
         )
+        assert s["transfer"]["phone"]["proof"] == "target_answered"
     assert s["status"] == "call_transferred" and "transfer.confirm" not in s["actions"]
     await rules_after_transfer(rig, "s-blind", "ana")
 

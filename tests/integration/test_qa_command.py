@@ -124,6 +124,7 @@ async def test_blind_transfer_passes_with_the_bridge_confirming_it(
     )
     assert (b["phone_refer"], b["status"]) == ("succeeded", "call_transferred")
     assert b["last_sipfrag"].startswith("SIP/2.0 200")
+    assert b["proof"] == "target_answered"
     # The QA session is ended afterwards, so the agent is not left blocked (rule 5).
     session = (await desk.api.get(f"/v1/sessions/{report['session_id']}")).body
     assert session["status"] == "ended" and session["result"].startswith("qa blind")
@@ -144,7 +145,10 @@ async def test_blind_transfer_to_a_busy_target_is_a_failure_on_both_sides(
     assert agent["final_sipfrag"].startswith("SIP/2.0 5")
     b = report["bridge_verdict"]
     assert (b["transfer_state"], b["phone_refer"], b["status"]) == ("failed", "failed", "active")
-    assert b["last_sipfrag"] == agent["final_sipfrag"]
+    # The bridge saw the target's own answer on the PBX's leg to it, before the PBX's NOTIFY:
+    # its 486 names the cause, where the phone only hears 503.
+    assert b["last_sipfrag"] == "SIP/2.0 486 Busy Here"
+    assert b["failure"] == "target_busy"
     assert b["confirmed_by"] is None
 
 

@@ -9,13 +9,14 @@ really answered) is in `tests/fixtures/ami/asterisk-<case>.json`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.evidence import PhoneEvent, TransferReported, TransferSucceeded
+from bridge.evidence import PhoneEvent, TransferFailed, TransferReported, TransferSucceeded
 from bridge.hep.decode import decode_hep
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.tracker import SipTracker
@@ -30,6 +31,7 @@ from bridge.model import (
     TransferState,
 )
 from bridge.session.phone import apply_evidence
+from bridge.sip import parse_message
 from tests.rig.hepfile import read_hep_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -48,8 +50,14 @@ EXPECTED: dict[str, tuple[str, TransferState, ProofGrade, TransferKind, FailureC
     "blind_ring_busy": ("1001", T.FAILED, P.NONE, TransferKind.BLIND, F.TARGET_BUSY),
     "blind_no_answer": ("1001", T.FAILED, P.NONE, TransferKind.BLIND, F.TARGET_NO_ANSWER),
     # 8100 plays early media then gives busy without dialling anyone: no leg toward a target
-    # exists, so the SIP path has only the PBX's report, and the agent's Yes/No decides.
-    "blind_early_media_busy": ("1001", T.NONE, P.PBX_REPORTED, TransferKind.BLIND, None),
+    # exists; what tells is the PBX dropping the customer's own dialog, `Reason: Q.850;cause=17`.
+    "blind_early_media_busy": (
+        "1001",
+        T.FAILED,
+        P.PBX_REPORTED,
+        TransferKind.BLIND,
+        F.TARGET_BUSY,
+    ),
     "blind_early_media_answer": (
         "1001",
         T.TRANSFERRED,
@@ -140,3 +148,74 @@ def test_no_proof_before_the_target_answers_and_the_right_verdict(case: str) -> 
     reported = [e for e in events if isinstance(e.evidence.observation, TransferReported)]
     # Whenever the PBX reported success, the session says when, even after the proof.
     assert (t.phone.pbx_reported_at is not None) == bool(reported), case
+
+
+def replay_edited(case: str, edit: Callable[[bytes], bytes | None]) -> list[PhoneEvent]:
+    """As `replay`, each SIP payload passed through `edit` (None drops it)."""
+    tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
+    out: list[PhoneEvent] = []
+    for packet in read_hep_file(FIXTURES / "hep" / f"asterisk-{case}.hep"):
+        hep = decode_hep(packet)
+        payload = edit(hep.payload) if hep.proto_type == 1 else None
+        if payload is not None:
+            out.extend(tracker.feed_bytes(payload, hep.timestamp or 0.0))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("reason", "failure"),
+    [
+        (b"Reason: Q.850;cause=17", F.TARGET_BUSY),
+        (b"Reason: Q.850;cause=21", F.TARGET_REJECTED),
+        (b"Reason: Q.850;cause=19", F.TARGET_NO_ANSWER),
+        # "normal clearing", or no reason: the customer may have talked to the target first
+        (b"Reason: Q.850;cause=16", None),
+        (b"X-No-Reason: 1", None),
+    ],
+)
+def test_the_pbx_dropping_the_customer_fails_a_reported_transfer_only_for_a_target_cause(
+    reason: bytes, failure: FailureCause | None
+) -> None:
+    def edit(payload: bytes) -> bytes:
+        if payload.startswith(b"BYE sip:2000@"):
+            return payload.replace(b"Reason: Q.850;cause=17", reason)
+        return payload
+
+    events = [e for e in replay_edited("blind_early_media_busy", edit) if e.phone == uri("1001")]
+    session = Session(
+        "acme", "s-1", "a-1", Customer("2000"), "2026-01-01T00:00:00.000Z", call=Call()
+    )
+    for event in events:
+        session = apply_evidence(session, event.evidence, now=event.evidence.at).session
+    t = session.transfer
+    assert t.phone.failure is failure
+    assert t.state is (TransferState.FAILED if failure else TransferState.NONE)
+    assert t.phone.proof is ProofGrade.PBX_REPORTED
+
+
+def test_a_customer_who_hangs_up_after_a_reported_transfer_is_no_failure() -> None:
+    """The customer's own BYE (not the PBX's), even with a busy cause: nothing proves they did
+    not reach the target, so only the PBX's report stays and the agent decides."""
+    turned: list[bytes] = []
+
+    def edit(payload: bytes) -> bytes:
+        if not payload.startswith(b"BYE sip:2000@"):
+            return payload
+        # The same dialog's BYE sent by the customer: From and To (with their tags) swapped.
+        lines = payload.split(b"\r\n")
+        frm = next(n for n, line in enumerate(lines) if line.startswith(b"From:"))
+        to = next(n for n, line in enumerate(lines) if line.startswith(b"To:"))
+        lines[frm], lines[to] = b"From:" + lines[to][3:], b"To:" + lines[frm][5:]
+        turned.append(b"\r\n".join(lines))
+        return turned[-1]
+
+    events = [e for e in replay_edited("blind_early_media_busy", edit) if e.phone == uri("1001")]
+    assert turned and parse_message(turned[0]).from_tag != parse_message(turned[0]).to_tag
+    assert not [e for e in events if isinstance(e.evidence.observation, TransferFailed)]
+    session = Session(
+        "acme", "s-1", "a-1", Customer("2000"), "2026-01-01T00:00:00.000Z", call=Call()
+    )
+    for event in events:
+        session = apply_evidence(session, event.evidence, now=event.evidence.at).session
+    assert session.transfer.state is TransferState.NONE
+    assert session.transfer.phone.proof is ProofGrade.PBX_REPORTED
