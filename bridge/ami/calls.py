@@ -3,30 +3,9 @@
 Only channels of watched phones are tracked (`AmiPhones`). Per phone, the first live call is
 the customer call; a call the phone places while it has one is the consult call.
 
-What each event is worth (Asterisk 22, checked against the recordings in tests/fixtures/ami/;
-docs/evidence.md has the whole picture):
-
-- Strong, target-side (`TransferSucceeded`): after a blind transfer, the customer's channel's
-  own `DialEnd DialStatus: ANSWER` (proof `target_answered`; a dialplan's early media or
-  announcement before its Dial proves nothing); after a semi-attended transfer, the target's
-  channel (`TransferTargetUniqueid`, else the consult's `DialBegin DestUniqueid`) going `Up`
-  or a `DialEnd ANSWER` naming it (`target_answered`); `AttendedTransfer Result: Success`
-  whose consult was answered before (`consult_replaced`: the agent spoke to the person who
-  now has the customer).
-- Weak, the PBX's own report (`TransferReported`, never proof): `BlindTransfer Result:
-  Success` only means the customer was sent to the dialplan; `AttendedTransfer Result:
-  Success` while the consult still rang (semi-attended, `DestType: App`) is a merge done
-  before anyone answered, and the customer is dropped if the target then refuses.
-- Failures (`TransferFailed` with a `FailureCause`): the customer's dial ending unanswered
-  (`DialStatus` BUSY, NOANSWER, CONGESTION/CHANUNAVAIL, CANCEL; a 603 shows as NOANSWER and
-  is told apart by the target channel's hangup cause 21), the customer's or the semi-attended
-  target's channel hanging up first (Q.850 `Cause`: 17 busy, 21 rejected, 18/19 no answer,
-  1/3/27/34/38 unavailable, else the customer went away), the customer hanging up during a
-  consult, and any other `Result` (`Fail`, `Invalid`, `Not Permitted`: `transfer_failed`).
-
-A reported transfer is kept as a `Handoff` until the target's side settles it; handoffs expire
-on the bridge's own clock (`received_at`), never on Asterisk's `Timestamp:`, which only dates
-the evidence.
+What transfer events are worth and how a transfer Asterisk only reported is settled by the
+target's side is `bridge.ami.handoffs`; rebuilding the calls after a reconnect is
+`bridge.ami.resync`. This module dispatches the events and keeps the legs.
 
 Evidence carries the SIP Call-ID of the phone's leg with the customer when the PBX tells it, so
 that it meets the HEP path's evidence about the same call. Our Asterisk configuration
@@ -43,22 +22,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from bridge.ami import handoffs
 from bridge.ami.channels import (
     AmiCallTrackerStats,
     AmiChannel,
-    Handoff,
-    cause_code,
     chan_variables,
-    dial_failure,
     event_time,
-    hangup_failure,
-    listing_age,
+    live_customer,
     number,
-    transfer_result,
-    variable,
 )
+from bridge.ami.handoffs import Handoffs, Reported, Settled
 from bridge.ami.messages import AmiEvent
 from bridge.ami.phones import AmiPhones
+from bridge.ami.resync import LISTING, Resync, rebuild_legs
 from bridge.evidence import (
     CallStateChanged,
     ConsultChanged,
@@ -66,21 +42,16 @@ from bridge.evidence import (
     PhoneEvent,
     PhoneEvidence,
     TransferFailed,
-    TransferReported,
-    TransferRequested,
-    TransferSucceeded,
 )
-from bridge.model import CallState, ConsultState, FailureCause, ProofGrade, TransferKind
+from bridge.model import CallState, ConsultState, FailureCause
 from bridge.timefmt import rfc3339
+
+__all__ = ["CALL_ID_VARIABLE", "AmiCallTracker"]
 
 CALL_ID_VARIABLE = "SIPCALLID"
 STATE_RING = "4"  # ChannelState of a channel whose phone is placing the call
 CONSULTING = frozenset({ConsultState.DIALING, ConsultState.RINGING, ConsultState.ANSWERED})
 RECENT_LEGS = 256  # hung-up legs kept a little for events that name them late
-LISTING = frozenset({"CoreShowChannel", "CoreShowChannelsComplete"})
-MAX_HELD = 10_000  # events held while a channel list is awaited
-HANDOFF_SECONDS = 3600.0  # a reported transfer nothing settled is forgotten after this long
-MAX_HANDOFFS = 1024
 
 
 class AmiCallTracker:
@@ -96,11 +67,9 @@ class AmiCallTracker:
         self.peers: dict[str, str] = {}  # other party's Uniqueid -> the phone's customer leg
         # Transfers Asterisk reported that the target's side has not settled yet, by the
         # customer's (transferee's) channel Uniqueid.
-        self.handoffs: dict[str, Handoff] = {}
+        self.handoffs: Handoffs = {}
         self.recent: OrderedDict[str, AmiChannel] = OrderedDict()  # hung-up legs, newest last
-        self._listing: list[AmiEvent] = []  # CoreShowChannel rows until the list completes
-        self._resyncing = False
-        self._held: list[tuple[AmiEvent, float]] = []  # events that came in during a resync
+        self._resync = Resync()  # the channel list and the events held while it comes
         self.stats = AmiCallTrackerStats()
         self._out: list[PhoneEvent] = []
         self._at = ""  # the evidence's time: Asterisk's Timestamp when sane
@@ -118,9 +87,7 @@ class AmiCallTracker:
         self.peers.clear()
         self.handoffs.clear()
         self.recent.clear()
-        self._listing.clear()
-        self._held.clear()
-        self._resyncing = resync
+        self._resync.reset(active=resync)
         self.stats.legs = 0
 
     def resync_failed(self) -> list[PhoneEvent]:
@@ -128,10 +95,8 @@ class AmiCallTracker:
         return self._release()
 
     def _release(self) -> list[PhoneEvent]:
-        self._resyncing = False
-        held, self._held = self._held, []
         out: list[PhoneEvent] = []
-        for event, received_at in held:
+        for event, received_at in self._resync.release():
             out.extend(self.feed(event, received_at))
         return out
 
@@ -140,18 +105,17 @@ class AmiCallTracker:
     def feed(self, event: AmiEvent, received_at: float) -> list[PhoneEvent]:
         """Evidence from one event (usually none)."""
         handler = self._HANDLERS.get(event.name)
-        if self._resyncing and event.name not in LISTING:
-            if len(self._held) < MAX_HELD:
-                self._held.append((event, received_at))
+        if self._resync.active and event.name not in LISTING:
+            if self._resync.hold(event, received_at):
                 return []
-            self._resyncing = False  # the list is not coming: stop waiting for it
+            # the list is not coming: stop waiting for it
             return [*self._release(), *self.feed(event, received_at)]
         self.stats.events += 1
         if handler is None:
             return []
         self._at = rfc3339(event_time(event.get("Timestamp"), received_at))
         self._now = received_at
-        self._expire_handoffs()
+        handoffs.expire(self.handoffs, self._now)
         outer, self._out = self._out, []  # re-entrant: a completed resync replays held events
         self._learn_call_ids(event)
         handler(self, event)
@@ -190,6 +154,20 @@ class AmiCallTracker:
         for obs, at in pending:
             self._send(leg, obs, at)
 
+    def _settle(self, settled: list[Settled]) -> None:
+        """Evidence of handoffs the target's side settled, to each agent's customer leg."""
+        for uniqueid, obs in settled:
+            leg = self._find(uniqueid)
+            if leg is not None:
+                self._emit(leg, obs)
+
+    def _report(self, leg: AmiChannel, reported: Reported) -> None:
+        """A transfer event's evidence for `leg`, and the handoff it leaves to watch."""
+        for obs in reported.evidence:
+            self._emit(leg, obs)
+        if reported.handoff is not None:
+            handoffs.watch(self.handoffs, reported.handoff)
+
     def _find(self, uniqueid: str) -> AmiChannel | None:
         return self.legs.get(uniqueid) or self.recent.get(uniqueid)
 
@@ -201,12 +179,6 @@ class AmiCallTracker:
         self._emit(customer, ConsultChanged(state, leg.remote))
 
     # --- handlers ---------------------------------------------------------------------------
-
-    def _live_customer(self, phone: str) -> AmiChannel | None:
-        for leg in self.legs.values():
-            if leg.phone == phone and leg.role == "customer" and not leg.ended:
-                return leg
-        return None
 
     def _var_set(self, event: AmiEvent) -> None:
         value = (event.get("Value") or "").strip()
@@ -221,7 +193,7 @@ class AmiCallTracker:
             return
         self.stats.tracked += 1
         placed = event.get("ChannelState") == STATE_RING
-        customer = self._live_customer(phone)
+        customer = live_customer(self.legs.values(), phone)
         role = "customer" if customer is None else "consult" if placed else "other"
         remote = number(event.get("Exten")) if placed else number(event.get("ConnectedLineNum"))
         leg = AmiChannel(uniqueid, channel, phone, role, placed, remote)
@@ -241,7 +213,7 @@ class AmiCallTracker:
     def _newstate(self, event: AmiEvent) -> None:
         desc = event.get("ChannelStateDesc")
         if desc == "Up":
-            self._target_up(event.get("Uniqueid") or "")
+            self._settle(handoffs.target_up(self.handoffs, event.get("Uniqueid") or ""))
         leg = self._leg(event)
         if leg is None:
             return
@@ -261,11 +233,7 @@ class AmiCallTracker:
             leg.remote = number(event.get("ConnectedLineNum"))
 
     def _dial_begin(self, event: AmiEvent) -> None:
-        handoff = self.handoffs.get(event.get("Uniqueid") or "")
-        if handoff is not None and handoff.blind:
-            # The transferred customer's channel dials: the last dial it makes is the target.
-            handoff.target = event.get("DestUniqueid") or None
-            handoff.target_cause = None
+        handoffs.dial_begin(self.handoffs, event)
         caller = self._leg(event)
         callee = self._leg(event, "Dest")
         if callee is not None:
@@ -289,22 +257,10 @@ class AmiCallTracker:
             self._consult(caller, ConsultState.RINGING)
 
     def _dial_end(self, event: AmiEvent) -> None:
-        status = (event.get("DialStatus") or "").upper()
-        uniqueid = event.get("Uniqueid") or ""
-        dest = event.get("DestUniqueid") or ""
-        handoff = self.handoffs.get(uniqueid)
-        if handoff is None or not handoff.blind:
-            # A semi-attended transfer: the consult's dial towards the target goes on.
-            handoff = self._handoff_of_target(dest)
-        if handoff is not None:
-            if status == "ANSWER":
-                self._settle_answered(handoff)
-            else:
-                cause = dial_failure(status, handoff.target_cause)
-                self._settle_failed(handoff, f"pbx_dial_{status.lower() or 'unknown'}", cause)
+        self._settle(handoffs.dial_end(self.handoffs, event))
         caller = self._leg(event)
         if caller is not None and caller.role == "consult":
-            answered = status == "ANSWER"
+            answered = (event.get("DialStatus") or "").upper() == "ANSWER"
             caller.answered = caller.answered or answered
             self._consult(caller, ConsultState.ANSWERED if answered else ConsultState.ENDED)
 
@@ -316,20 +272,8 @@ class AmiCallTracker:
 
     def _blind_transfer(self, event: AmiEvent) -> None:
         leg = self._leg(event, "Transferer")
-        if leg is None or leg.role != "customer":
-            return
-        result = transfer_result(event.get("Result"))
-        target = number(event.get("Extension"))
-        self._emit(leg, TransferRequested(TransferKind.BLIND, target))
-        if result != "success":
-            self._emit(leg, TransferFailed(f"pbx_blind_{result}"))
-            return
-        # Success only means the customer was sent to the dialplan: ringback, early media or an
-        # announcement may follow, and the target may never answer. Its dial settles it.
-        self._emit(leg, TransferReported("pbx_blind_transfer"))
-        transferee = event.get("TransfereeUniqueid")
-        if transferee:
-            self._watch(Handoff(leg.uniqueid, transferee, blind=True, since=self._now))
+        if leg is not None and leg.role == "customer":
+            self._report(leg, handoffs.blind_transfer(event, leg, self._now))
 
     def _attended_transfer(self, event: AmiEvent) -> None:
         leg = consult = None
@@ -347,97 +291,14 @@ class AmiCallTracker:
             return
         if consult is None:
             consult = next((c for c in self.legs.values() if c.customer_leg == leg.uniqueid), None)
-        result = transfer_result(event.get("Result"))
-        target = number(event.get("TransferTargetCallerIDNum"))
-        if target is None and consult is not None:
-            target = consult.remote
-        # Answered consult: the agent spoke to a person at the target, who now has the customer.
-        # A consult that still rang (semi-attended) proves nothing: Asterisk merges at once.
-        answered = consult.answered if consult is not None else consult_state == "Up"
-        kind = TransferKind.ATTENDED if answered else TransferKind.SEMI_ATTENDED
-        self._emit(leg, TransferRequested(kind, target))
-        if result != "success":
-            self._emit(leg, TransferFailed(f"pbx_attended_{result}"))
-        elif answered:
-            proof = ProofGrade.CONSULT_REPLACED
-            self._emit(leg, TransferSucceeded("pbx_attended_transfer", proof=proof))
-        else:
-            # Nobody has the customer yet; the target's channel answering (or not) settles it.
-            self._emit(leg, TransferReported("pbx_attended_transfer_early"))
-            target_channel = event.get("TransferTargetUniqueid") or (
-                consult.peer if consult is not None else None
-            )
-            if target_channel:  # else only the agent's word can settle it
-                transferee = event.get("TransfereeUniqueid") or f"semi:{leg.uniqueid}"
-                handoff = Handoff(leg.uniqueid, transferee, blind=False, since=self._now)
-                handoff.target = target_channel
-                self._watch(handoff)
-
-    # --- transfers Asterisk reported, settled by the target's side ---------------------------
-
-    def _watch(self, handoff: Handoff) -> None:
-        self.handoffs[handoff.transferee] = handoff
-        while len(self.handoffs) > MAX_HANDOFFS:
-            del self.handoffs[next(iter(self.handoffs))]
-
-    def _expire_handoffs(self) -> None:
-        """Forget reports nothing settled for long (lost events), on the bridge's own clock:
-        Asterisk's `Timestamp` may be skewed, and a replayed capture's is old."""
-        stale = [k for k, h in self.handoffs.items() if self._now - h.since > HANDOFF_SECONDS]
-        for key in stale:
-            del self.handoffs[key]
-
-    def _handoff_of_target(self, uniqueid: str) -> Handoff | None:
-        if not uniqueid:
-            return None
-        for handoff in self.handoffs.values():
-            if handoff.target == uniqueid:
-                return handoff
-        return None
-
-    def _settle_answered(self, handoff: Handoff) -> None:
-        self.handoffs.pop(handoff.transferee, None)
-        leg = self._find(handoff.leg)
-        if leg is not None:
-            proof = ProofGrade.TARGET_ANSWERED
-            self._emit(leg, TransferSucceeded("pbx_target_answered", proof=proof))
-
-    def _settle_failed(self, handoff: Handoff, reason: str, cause: FailureCause) -> None:
-        self.handoffs.pop(handoff.transferee, None)
-        leg = self._find(handoff.leg)
-        if leg is not None:
-            self._emit(leg, TransferFailed(reason, cause=cause))
-
-    def _target_up(self, uniqueid: str) -> None:
-        """A semi-attended transfer's target channel answered: it has the customer now."""
-        handoff = self._handoff_of_target(uniqueid)
-        if handoff is not None and not handoff.blind:
-            self._settle_answered(handoff)
-
-    def _handoff_hangup(self, event: AmiEvent, final: bool) -> None:
-        """A channel a reported transfer waits on asks to hang up (`final`: it is gone)."""
-        uniqueid = event.get("Uniqueid") or ""
-        cause = cause_code(event.get("Cause"))
-        target_of = self._handoff_of_target(uniqueid)
-        if target_of is not None and cause:
-            target_of.target_cause = cause
-        if final and target_of is not None and not target_of.blind:
-            # The semi-attended target went away unanswered (a blind transfer's own dial
-            # reports it, or the customer's channel does).
-            self._settle_failed(target_of, "pbx_target_hung_up", hangup_failure(cause))
-        handoff = self.handoffs.get(uniqueid)
-        if final and handoff is not None:
-            # The customer's channel is gone before the target answered: the target's side
-            # (a dialplan's Busy()/Hangup(17) after early media) or the customer hung up.
-            why = hangup_failure(handoff.target_cause or cause)
-            reason = "customer_hung_up" if why is FailureCause.CUSTOMER_HUNG_UP else "pbx_hangup"
-            self._settle_failed(handoff, reason, why)
+        reported = handoffs.attended_transfer(event, leg, consult, consult_state, self._now)
+        self._report(leg, reported)
 
     # --- hang-ups -------------------------------------------------------------------------------
 
     def _hangup(self, event: AmiEvent) -> None:
         uniqueid = event.get("Uniqueid") or ""
-        self._handoff_hangup(event, final=True)
+        self._settle(handoffs.hangup(self.handoffs, event, final=True))
         self._other_party_gone(uniqueid)
         leg = self.legs.pop(uniqueid, None)
         if leg is None:
@@ -468,46 +329,18 @@ class AmiCallTracker:
     def _hangup_request(self, event: AmiEvent) -> None:
         # The far end asked to hang up (its BYE), before Asterisk tears the bridge down and
         # hangs up the phone's leg too: the one moment that tells who hung up.
-        self._handoff_hangup(event, final=False)
+        self._settle(handoffs.hangup(self.handoffs, event, final=False))
         self._other_party_gone(event.get("Uniqueid") or "")
 
     # --- resync after (re)connecting: the answer to `Action: CoreShowChannels` ------------------
 
     def _show_channel(self, event: AmiEvent) -> None:
         if self.phones.phone_of(event.get("Channel") or "") is not None:
-            self._listing.append(event)
+            self._resync.rows.append(event)
 
     def _show_complete(self, event: AmiEvent) -> None:
-        """Rebuild the watched phones' calls that were already up when we connected.
-
-        Nothing is emitted: the store already holds what an earlier run concluded; this only
-        lets later events (a transfer, a hang-up) be understood. Per phone the oldest channel
-        is the customer call; a channel the phone is dialling from (`Application: Dial`)
-        next to it is the consult.
-        """
-        rows, self._listing = self._listing, []
-
-        for row in sorted(rows, key=listing_age):
-            uniqueid = row.get("Uniqueid") or ""
-            channel = row.get("Channel") or ""
-            phone = self.phones.phone_of(channel)
-            if phone is None or not uniqueid or uniqueid in self.legs:
-                continue
-            placed = row.get("Application") == "Dial"
-            customer = self._live_customer(phone)
-            role = "customer" if customer is None else "consult" if placed else "other"
-            up = row.get("ChannelStateDesc") == "Up"
-            leg = AmiChannel(
-                uniqueid, channel, phone, role, placed, number(row.get("ConnectedLineNum"))
-            )
-            leg.up = up
-            leg.sip_call_id = variable(row, self.call_id_variable)
-            leg.key = leg.sip_call_id or f"ami:{uniqueid}"
-            if role == "consult" and customer is not None:
-                leg.customer_leg = customer.uniqueid
-                leg.answered = up
-                customer.consult = ConsultState.ANSWERED if up else ConsultState.RINGING
-            self.legs[uniqueid] = leg
+        """Rebuild the calls already up when we connected (`rebuild_legs`), then replay."""
+        rebuild_legs(self._resync.take_rows(), self.phones, self.legs, self.call_id_variable)
         self.stats.legs = len(self.legs)
         released = self._release()
         self.stats.evidence -= len(released)  # counted by the replay already

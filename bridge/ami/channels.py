@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bridge.ami.messages import AmiEvent
 from bridge.evidence import Observation
-from bridge.model import ConsultState, FailureCause
+from bridge.model import ConsultState
 
 UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown"})
 
@@ -34,20 +34,6 @@ class AmiChannel:
 
 
 @dataclass(slots=True)
-class Handoff:
-    """A transfer Asterisk reported done before the target's side said anything (a blind
-    transfer sent to the dialplan, an attended one whose consult still rang): the target's
-    channel settles it. Evidence goes to the agent's leg with the customer (`leg`)."""
-
-    leg: str  # the transferring agent's customer leg (Uniqueid)
-    transferee: str  # the customer's channel (Uniqueid)
-    blind: bool  # blind: the transferee's own Dial settles it; else the target channel does
-    since: float  # when the bridge received the report (its own clock): for expiry
-    target: str | None = None  # the target's channel (Uniqueid), once known
-    target_cause: int | None = None  # the target channel's hangup cause, once it asked
-
-
-@dataclass(slots=True)
 class AmiCallTrackerStats:
     """Counters of one `AmiCallTracker` (the AMI link's own are `phone_drivers.ami.AmiStats`)."""
 
@@ -64,52 +50,12 @@ def number(value: str | None) -> str | None:
     return value.strip()
 
 
-def transfer_result(value: str | None) -> str:
-    """A transfer event's `Result:` as a lower-case token (`not_permitted`)."""
-    return (value or "unknown").strip().lower().replace(" ", "_")
-
-
-# `DialEnd DialStatus` of a dial that did not reach the target.
-DIAL_STATUS_CAUSES = {
-    "BUSY": FailureCause.TARGET_BUSY,
-    "NOANSWER": FailureCause.TARGET_NO_ANSWER,
-    "CONGESTION": FailureCause.TARGET_UNAVAILABLE,
-    "CHANUNAVAIL": FailureCause.TARGET_UNAVAILABLE,
-    "CANCEL": FailureCause.CUSTOMER_HUNG_UP,  # the caller (the customer) went away
-}
-# Q.850 hangup causes (`Hangup Cause:`) that name the target's side; any other cause of a
-# customer channel that hangs up before the target answered means the customer went away.
-HANGUP_CAUSES = {
-    17: FailureCause.TARGET_BUSY,  # user busy (also Busy() / Hangup(17) in a dialplan)
-    21: FailureCause.TARGET_REJECTED,  # call rejected (603 Decline)
-    18: FailureCause.TARGET_NO_ANSWER,  # no user responding
-    19: FailureCause.TARGET_NO_ANSWER,  # no answer
-    1: FailureCause.TARGET_UNAVAILABLE,  # unallocated number
-    3: FailureCause.TARGET_UNAVAILABLE,  # no route to destination
-    27: FailureCause.TARGET_UNAVAILABLE,  # destination out of order
-    34: FailureCause.TARGET_UNAVAILABLE,  # no circuit available
-    38: FailureCause.TARGET_UNAVAILABLE,  # network out of order
-}
-
-
-def dial_failure(status: str, target_cause: int | None) -> FailureCause:
-    """Why a dial towards the target ended unanswered: its `DialStatus`, except that a target
-    that declined (cause 21) is told apart from a busy or unreachable one."""
-    if status != "CANCEL" and target_cause == 21:
-        return FailureCause.TARGET_REJECTED
-    return DIAL_STATUS_CAUSES.get(status, FailureCause.TRANSFER_FAILED)
-
-
-def hangup_failure(cause: int | None) -> FailureCause:
-    """Why a transfer failed whose customer (or target) channel hung up before the target
-    answered, from the Q.850 cause: a target-side cause, else the customer went away."""
-    return HANGUP_CAUSES.get(cause or 0, FailureCause.CUSTOMER_HUNG_UP)
-
-
-def cause_code(value: str | None) -> int | None:
-    """`Cause: 17` -> 17; None when absent or not a number."""
-    text = (value or "").strip()
-    return int(text) if text.isdigit() and len(text) < 4 else None
+def live_customer(legs: Iterable[AmiChannel], phone: str) -> AmiChannel | None:
+    """The phone's live customer leg (its first live call), if it has one."""
+    for leg in legs:
+        if leg.phone == phone and leg.role == "customer" and not leg.ended:
+            return leg
+    return None
 
 
 def event_time(stamp: str | None, received_at: float) -> float:

@@ -3,7 +3,13 @@
 Pure: no sockets, no clock (`now` is passed in). The asyncio driver is `phone_drivers.dialog`.
 """
 
-from bridge.dialog.digest import Challenge, DigestCredentials, authorization, parse_challenge
+from bridge.dialog.digest import (
+    Challenge,
+    DigestCredentials,
+    DigestSession,
+    authorization,
+    parse_challenge,
+)
 from bridge.dialog.errors import (
     DialogInfoError,
     DigestError,
@@ -21,15 +27,8 @@ from bridge.dialog.parse import (
     DocumentState,
     parse_dialog_info,
 )
-from bridge.dialog.subscription import (
-    TRANSITIONS,
-    Outgoing,
-    Step,
-    SubEvent,
-    Subscription,
-    SubscriptionSettings,
-    SubState,
-)
+from bridge.dialog.requests import Outgoing, SubscriptionSettings
+from bridge.dialog.subscription import TRANSITIONS, Step, SubEvent, Subscription, SubState
 from bridge.dialog.view import LineView
 
 __all__ = [
@@ -44,6 +43,7 @@ __all__ = [
     "DialogState",
     "DigestCredentials",
     "DigestError",
+    "DigestSession",
     "DocumentState",
     "HostileXml",
     "LineView",

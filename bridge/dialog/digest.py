@@ -8,12 +8,13 @@ except hashed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.dialog.errors import DigestError
 from bridge.sip.syntax import split_top_level
 
-__all__ = ["Challenge", "DigestCredentials", "authorization", "parse_challenge"]
+__all__ = ["Challenge", "DigestCredentials", "DigestSession", "authorization", "parse_challenge"]
 
 _HASHES = {"md5": hashlib.md5, "sha-256": hashlib.sha256}
 
@@ -124,3 +125,48 @@ def authorization(
     if challenge.opaque is not None:
         parts.append(f"opaque={_quote(challenge.opaque)}")
     return "Digest " + ", ".join(parts)
+
+
+@dataclass(slots=True)
+class DigestSession:
+    """One dialog's answers to challenges: each nonce answered once (again only when `stale`)."""
+
+    challenge: Challenge | None = None  # the challenge every request answers from now on
+    header: str = "Authorization"  # or "Proxy-Authorization" (a 407)
+    answered_nonce: str | None = None
+    nc: int = 0
+
+    def reset(self) -> None:
+        """A new dialog: no challenge yet."""
+        self.challenge = None
+        self.answered_nonce = None
+        self.nc = 0
+
+    def take(self, code: int, value: str | None) -> str | None:
+        """Take a 401/407's challenge header: None to send again with an answer, else why not.
+
+        A second challenge without `stale=true` means a wrong password (`auth_failed`).
+        """
+        try:
+            challenge = parse_challenge(value or "")
+        except DigestError as exc:
+            return f"auth_unsupported: {exc}"
+        if challenge.nonce == self.answered_nonce or (
+            self.answered_nonce is not None and not challenge.stale
+        ):
+            return "auth_failed"
+        self.challenge = challenge
+        self.header = "Authorization" if code == 401 else "Proxy-Authorization"
+        self.answered_nonce = challenge.nonce
+        self.nc = 0
+        return None
+
+    def header_line(
+        self, creds: DigestCredentials, method: str, uri: str, cnonce: Callable[[], str]
+    ) -> str | None:
+        """The next request's `Authorization:` line (counting `nc`); None before a challenge."""
+        if self.challenge is None:
+            return None
+        self.nc += 1
+        value = authorization(self.challenge, creds, method, uri, nc=self.nc, cnonce=cnonce())
+        return f"{self.header}: {value}"

@@ -27,30 +27,18 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-from bridge.dialog.digest import Challenge, DigestCredentials, authorization, parse_challenge
-from bridge.dialog.errors import (
-    DialogInfoError,
-    DigestError,
-    SubscriptionError,
-    SubscriptionStateError,
-)
-from bridge.dialog.parse import MAX_BODY_BYTES, DialogInfo, parse_dialog_info
-from bridge.dialog.wire import expires_of, hostport, response, retry_after_of
+from bridge.dialog.digest import DigestSession
+from bridge.dialog.errors import SubscriptionError, SubscriptionStateError
+from bridge.dialog.notify import read_notify
+from bridge.dialog.parse import DialogInfo
+from bridge.dialog.requests import Outgoing, SubscriptionSettings, subscribe_request
+from bridge.dialog.wire import expires_of, retry_after_of
 from bridge.sip import SipMessage, SipParseError
 
-__all__ = [
-    "TRANSITIONS",
-    "Outgoing",
-    "Step",
-    "SubEvent",
-    "SubState",
-    "Subscription",
-    "SubscriptionSettings",
-]
+__all__ = ["TRANSITIONS", "Step", "SubEvent", "SubState", "Subscription"]
 
 T1 = 0.5  # RFC 3261 retransmission timers (non-INVITE transaction over UDP)
 T2 = 4.0
-CONTENT_TYPE = "application/dialog-info+xml"
 
 
 class SubState(StrEnum):
@@ -123,35 +111,6 @@ TRANSITIONS: Final[Mapping[SubState, Mapping[SubEvent, SubState]]] = MappingProx
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionSettings:
-    """Where to subscribe and as whom; `repr` hides the password (inside `credentials`)."""
-
-    pbx: tuple[str, int]
-    local: tuple[str, int]  # the address the PBX sends NOTIFYs to (our Contact)
-    credentials: DigestCredentials
-    domain: str  # host part of the Request-URI, From and To
-    expires: int = 600
-    timeout: float = 8.0  # no final response within this: failed
-    backoff_initial: float = 1.0
-    backoff_cap: float = 60.0
-    user_agent: str = "transfer-bridge"
-
-    def __post_init__(self) -> None:
-        if self.expires < 60:
-            raise SubscriptionError("expires must be at least 60 seconds")
-        if self.timeout <= 0 or not 0 < self.backoff_initial <= self.backoff_cap:
-            raise SubscriptionError("bad timeout or back-off")
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A datagram to send: to the PBX, or (`reply`) back to where the request came from."""
-
-    data: bytes
-    reply: bool = False
-
-
 @dataclass(slots=True)
 class Step:
     """What one input produced."""
@@ -196,10 +155,7 @@ class Subscription:
         self._branch = ""
         self._sent_at = 0.0
         self._interval = T1
-        self._challenge: Challenge | None = None
-        self._challenge_header = "Authorization"
-        self._answered_nonce: str | None = None
-        self._nc = 0
+        self._auth = DigestSession()  # this dialog's answers to 401/407 challenges
         self.subscribed_since: float | None = None
 
     # --- state ------------------------------------------------------------------------------
@@ -233,42 +189,23 @@ class Subscription:
         self.call_id = f"{self._token()}@transfer-bridge"
         self.local_tag = self._token()
         self.remote_tag = None
-        self._challenge = None
-        self._answered_nonce = None
-        self._nc = 0
+        self._auth.reset()
 
     def _subscribe(self, now: float, expires: int | None = None) -> list[Outgoing]:
-        s = self.settings
         self.cseq += 1
         self._branch = "z9hG4bK" + self._token()
-        to_tag = f";tag={self.remote_tag}" if self.remote_tag else ""
-        lines = [
-            f"SUBSCRIBE {self.uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {hostport(s.local)};rport;branch={self._branch}",
-            "Max-Forwards: 70",
-            f"From: <sip:{s.credentials.username}@{s.domain}>;tag={self.local_tag}",
-            f"To: <{self.uri}>{to_tag}",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {self.cseq} SUBSCRIBE",
-            f"Contact: <sip:{s.credentials.username}@{hostport(s.local)}>",
-            "Event: dialog",
-            f"Accept: {CONTENT_TYPE}",
-            f"Expires: {s.expires if expires is None else expires}",
-            f"User-Agent: {s.user_agent}",
-        ]
-        if self._challenge is not None:
-            self._nc += 1
-            value = authorization(
-                self._challenge,
-                s.credentials,
-                "SUBSCRIBE",
-                self.uri,
-                nc=self._nc,
-                cnonce=self._token(),
-            )
-            lines.append(f"{self._challenge_header}: {value}")
-        lines += ["Content-Length: 0", "", ""]
-        self._request = "\r\n".join(lines).encode()
+        creds = self.settings.credentials
+        self._request = subscribe_request(
+            self.settings,
+            self.uri,
+            call_id=self.call_id,
+            local_tag=self.local_tag,
+            remote_tag=self.remote_tag,
+            cseq=self.cseq,
+            branch=self._branch,
+            expires=self.settings.expires if expires is None else expires,
+            auth_line=self._auth.header_line(creds, "SUBSCRIBE", self.uri, self._token),
+        )
         self._sent_at = now
         self._interval = T1
         self._deadline = now + T1
@@ -388,55 +325,19 @@ class Subscription:
 
     def _challenged(self, message: SipMessage, code: int, now: float) -> list[Outgoing]:
         header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
-        value = message.header(header)
-        try:
-            challenge = parse_challenge(value or "")
-        except DigestError as exc:
-            return self._fail(now, f"auth_unsupported: {exc}")
-        if challenge.nonce == self._answered_nonce or (
-            self._answered_nonce is not None and not challenge.stale
-        ):
-            return self._fail(now, "auth_failed")
-        self._challenge = challenge
-        self._challenge_header = "Authorization" if code == 401 else "Proxy-Authorization"
-        self._answered_nonce = challenge.nonce
-        self._nc = 0
-        return self._subscribe(now)
+        refused = self._auth.take(code, message.header(header))
+        return self._fail(now, refused) if refused else self._subscribe(now)
 
     def _notify(self, message: SipMessage, now: float) -> Step:
-        step = Step()
-        if (message.method or "").upper() != "NOTIFY":
-            step.outgoing.append(Outgoing(response(message, 405, "Method Not Allowed"), True))
+        stopped = self.state is SubState.STOPPED
+        notify = read_notify(message, stopped=stopped, remote_tag=self.remote_tag)
+        step = Step([Outgoing(notify.reply, True)], notify.documents, malformed=notify.malformed)
+        if not notify.accepted:
             return step
-        if self.state is SubState.STOPPED:
-            step.outgoing.append(Outgoing(response(message, 481, "No Subscription"), True))
-            return step
-        try:
-            from_tag = message.from_tag
-            event = message.event()
-            sub_state = message.subscription_state()
-        except SipParseError:
-            step.malformed += 1
-            step.outgoing.append(Outgoing(response(message, 400, "Bad Request"), True))
-            return step
-        if event is None or event.package != "dialog":
-            step.outgoing.append(Outgoing(response(message, 489, "Bad Event"), True))
-            return step
-        if self.remote_tag is None and from_tag:
-            self.remote_tag = from_tag  # the NOTIFY overtook the 200 to our SUBSCRIBE
+        if self.remote_tag is None and notify.from_tag:
+            self.remote_tag = notify.from_tag  # the NOTIFY overtook the 200 to our SUBSCRIBE
             step.new_dialog = True
-        elif from_tag and from_tag != self.remote_tag:
-            step.outgoing.append(Outgoing(response(message, 481, "No Subscription"), True))
-            return step
-        step.outgoing.append(Outgoing(response(message, 200, "OK"), True))
-        if message.body:
-            try:
-                ctype = message.content_type
-                if ctype is not None and ctype != CONTENT_TYPE:
-                    raise DialogInfoError(f"content type {ctype!r}")
-                step.documents.append(parse_dialog_info(message.body, max_size=MAX_BODY_BYTES))
-            except (DialogInfoError, SipParseError):
-                step.malformed += 1
+        sub_state = notify.sub_state
         if sub_state is not None and sub_state.is_terminated:
             step.outgoing += self._terminated(sub_state.reason, sub_state.retry_after, now)
         elif (

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from bridge.sip import SipMessage
 
-__all__ = ["expires_of", "hostport", "response", "retry_after_of"]
+__all__ = ["CONTENT_TYPE", "expires_of", "hostport", "response", "retry_after_of"]
+
+CONTENT_TYPE = "application/dialog-info+xml"  # what we accept, and a NOTIFY body must be
 
 
 def hostport(address: tuple[str, int]) -> str:

@@ -21,7 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.ami import NEED_DATA, AmiEvent, AmiParser
-from bridge.ami.calls import HANDOFF_SECONDS, AmiCallTracker
+from bridge.ami.calls import AmiCallTracker
+from bridge.ami.handoffs import HANDOFF_SECONDS
 from bridge.ami.phones import AmiPhones, channel_endpoint, default_endpoint
 from bridge.evidence import PhoneEvent, TransferReported, TransferSucceeded, describe
 from bridge.hep.decode import decode_hep
