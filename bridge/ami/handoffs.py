@@ -41,7 +41,7 @@ from bridge.evidence import (
     TransferRequested,
     TransferSucceeded,
 )
-from bridge.model import FailureCause, ProofGrade, TransferKind
+from bridge.model import FailureCause, ProofGrade, TransferKind, failure_cause_of_q850
 
 HANDOFF_SECONDS = 3600.0  # a reported transfer nothing settled is forgotten after this long
 MAX_HANDOFFS = 1024
@@ -86,19 +86,6 @@ DIAL_STATUS_CAUSES = {
     "CHANUNAVAIL": FailureCause.TARGET_UNAVAILABLE,
     "CANCEL": FailureCause.CUSTOMER_HUNG_UP,  # the caller (the customer) went away
 }
-# Q.850 hangup causes (`Hangup Cause:`) that name the target's side; any other cause of a
-# customer channel that hangs up before the target answered means the customer went away.
-HANGUP_CAUSES = {
-    17: FailureCause.TARGET_BUSY,  # user busy (also Busy() / Hangup(17) in a dialplan)
-    21: FailureCause.TARGET_REJECTED,  # call rejected (603 Decline)
-    18: FailureCause.TARGET_NO_ANSWER,  # no user responding
-    19: FailureCause.TARGET_NO_ANSWER,  # no answer
-    1: FailureCause.TARGET_UNAVAILABLE,  # unallocated number
-    3: FailureCause.TARGET_UNAVAILABLE,  # no route to destination
-    27: FailureCause.TARGET_UNAVAILABLE,  # destination out of order
-    34: FailureCause.TARGET_UNAVAILABLE,  # no circuit available
-    38: FailureCause.TARGET_UNAVAILABLE,  # network out of order
-}
 
 
 def transfer_result(value: str | None) -> str:
@@ -116,14 +103,16 @@ def dial_failure(status: str, target_cause: int | None) -> FailureCause:
 
 def hangup_failure(cause: int | None) -> FailureCause:
     """Why a transfer failed whose customer (or target) channel hung up before the target
-    answered, from the Q.850 cause: a target-side cause, else the customer went away."""
-    return HANGUP_CAUSES.get(cause or 0, FailureCause.CUSTOMER_HUNG_UP)
+    answered, from the Q.850 cause: a target-side cause, else the customer went away (the
+    same table the SIP path reads a BYE's `Reason: Q.850` with)."""
+    return failure_cause_of_q850(cause)
 
 
 def cause_code(value: str | None) -> int | None:
     """`Cause: 17` -> 17; None when absent or not a number."""
     text = (value or "").strip()
-    return int(text) if text.isdigit() and len(text) < 4 else None
+    # isascii: "²".isdigit() is True, and int() would raise on it
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 4 else None
 
 
 # --- transfer events -------------------------------------------------------------------------
