@@ -174,7 +174,8 @@ async def test_conflict_when_the_phone_reports_a_failure_after_yes(
         await expect(page.locator("#overview-status")).to_have_text("Active")
         await expect(page.locator("#availability")).to_have_text("Can take new requests")
         await expect(page.locator("#evidence-list")).to_contain_text(
-            "Transfer failed: the other agent's phone did not take the call (SIP/2.0 486 Busy Here)"
+            "Transfer failed: the other agent's phone did not take the call, busy "
+            "(SIP/2.0 486 Busy Here)"
         )
     await desk.shot("conflict")
     s = await desk.session()

@@ -4,8 +4,9 @@ over UDP to the bridge's HEP listener while the page is open.
 - Blind transfer to an extension that plays early media and then rings the other agent: the
   PBX says "200 OK" four seconds before anyone answers. The page keeps the question, says the
   PBX's word is not proof, and only shows "Customer transferred" once the other agent answers.
-- Blind transfer to an announcement that ends in busy: nobody ever answers. The page never says
-  transferred; the agent's own answer decides.
+- Blind transfer to an announcement that ends in busy: nobody ever answers. While it plays the
+  page keeps the question; when the PBX drops the customer (`Reason: Q.850;cause=17`) it says
+  the transfer failed because the other side was busy. It never says transferred.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Capture:
             payload = decode_hep(self.packets[n]).payload
             if predicate == "refer" and payload.startswith(b"REFER "):
                 return n
+            if predicate == "customer dropped" and payload.startswith(b"BYE sip:2000@"):
+                return n
             if predicate == "target answers" and payload.startswith(b"SIP/2.0 200 OK"):
                 msg = parse_message(payload)
                 if msg.cseq.method == "INVITE" and b"To: <sip:1002@" in payload:
@@ -124,11 +127,20 @@ async def test_an_announcement_never_becomes_transferred(desk: Desk) -> None:
     capture = Capture(desk, "blind_early_media_busy")
     page = desk.page
     await to_the_question(desk, capture)
-    await capture.send_until()  # the whole call: early media, NOTIFY 200, customer dropped
+    # The announcement plays: early media, the PBX's NOTIFY 200; nobody answers.
+    await capture.send_until(capture.index("customer dropped"))
     proof = page.locator('[data-fact="phone\'s proof"]')
     await expect(proof).to_have_text("Reported by the PBX only (nobody at the target answered yet)")
     await desk.on_screen("question", "Is the other agent talking with the customer?")
     await desk.shot("announcement")
-    await desk.button("No").click()
+    # The PBX drops the customer with "user busy": the transfer failed, and the page says why.
+    await capture.send_until()
+    await expect(page.locator("#notices")).to_contain_text(
+        "The phone reports that the transfer failed (the other agent's phone was busy"
+    )
     body = await desk.session()
-    assert body["transfer"]["state"] == "none" and body["status"] == "active"
+    assert body["transfer"]["state"] == "failed"
+    assert body["transfer"]["phone"]["failure"] == "target_busy"
+    audit = (await desk.api.get("/v1/sessions/s-1/audit")).body["entries"]
+    assert not [e for e in audit if e["event"] == "transfer_succeeded"]
+    await desk.shot("announcement-failed")

@@ -463,7 +463,7 @@ function renderSession() {
   if (t.state === "transferred") {
     facts.push(["Confirmed by", { phone: "your phone", agent: "you", phone_and_agent: "you and your phone" }[t.confirmed_by] ?? "-"]);
   }
-  if (t.state !== "none" || t.phone.proof !== "none") {
+  if (t.state !== "failed" && (t.state !== "none" || t.phone.proof !== "none")) {
     facts.push(["Phone's proof", PROOF_LABELS[t.phone.proof] ?? t.phone.proof]);
   }
   if (t.phone.handoff_at) facts.push(["Handed over", new Date(t.phone.handoff_at).toLocaleTimeString()]);
@@ -484,8 +484,10 @@ function renderSession() {
   const p = t.phone;
   const summary = [];
   if (p.consult !== "none") summary.push(`consult call ${p.consult}`);
-  if (p.refer !== "none") summary.push(`transfer ${p.refer}`);
-  if (p.last_sipfrag && !p.last_sipfrag.startsWith("SIP/2.0 1")) summary.push(p.last_sipfrag);
+  if (p.refer === "succeeded" && p.proof === "pbx_reported") summary.push("the PBX reports success, not proven yet");
+  else if (p.refer !== "none") summary.push(`transfer ${p.refer}`);
+  const settledBy = t.state === "failed" ? /^SIP\/2\.0 [3-6]/ : /^SIP\/2\.0 [2-6]/;
+  if (p.last_sipfrag && settledBy.test(p.last_sipfrag)) summary.push(p.last_sipfrag);
   $("evidence-summary").textContent = summary.length ? `Now: ${summary.join(", ")}.` : "";
   renderScreen();
 }

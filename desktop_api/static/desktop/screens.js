@@ -104,6 +104,14 @@ export const FAILURE_LABELS = {
   transfer_failed: "the PBX could not transfer the call",
 };
 
+// The cause in a word or two, after the reason of a failure in the evidence list.
+const CAUSE_WORDS = {
+  target_busy: "busy",
+  target_rejected: "refused",
+  target_no_answer: "no answer",
+  target_unavailable: "unreachable",
+};
+
 // A PBX's "transfer done" comes before anyone answers (early media, a ringing target): the
 // agent is told so, and their own answer decides until the other agent's phone answers.
 function reportHint(phone) {
@@ -136,19 +144,21 @@ export function conflictText(c) {
 export function failureText(s) {
   const frag = s.transfer.phone.last_sipfrag;
   const cause = FAILURE_LABELS[s.transfer.phone.failure];
-  const detail = frag && !frag.startsWith("SIP/2.0 1") ? frag : null;
+  // Only a failure status explains a failure (a PBX's earlier "200 OK" report does not).
+  const detail = frag && /^SIP\/2\.0 [3-6]/.test(frag) ? frag : null;
   const why = cause || detail ? ` (${[cause, detail].filter(Boolean).join(": ")})` : "";
   const next = s.call.state === "ended" ? "" : " The customer is still on your call.";
   return `The phone reports that the transfer failed${why}.${next}`;
 }
 
 const REASONS = {
-  notify_2xx: "the PBX reports the transfer went through (not proof)",
+  notify_2xx: "its NOTIFY, before anyone may have answered (not proof)",
   notify_2xx_consult_answered: "your answered consult call was handed to the customer",
   target_leg_answered: "the other agent's phone answered with the customer",
   target_leg_failed: "the other agent's phone did not take the call",
-  pbx_blind_transfer: "the PBX sent the customer on (not proof)",
-  pbx_attended_transfer_early: "the PBX handed over a consult that still rang (not proof)",
+  customer_dropped: "the PBX dropped the customer",
+  pbx_blind_transfer: "it sent the customer on (not proof)",
+  pbx_attended_transfer_early: "it handed over a consult that still rang (not proof)",
   dialog_replaced: "the customer's call was handed to the other agent",
   notify_failure: "the other agent's phone did not take the call",
   refer_rejected: "the customer's phone refused the transfer",
@@ -192,8 +202,10 @@ export function phoneEntry(entry) {
       return `PBX reports success${why ? `: ${why}` : ""}${frag}`;
     case "transfer_succeeded":
       return `Transfer succeeded${why ? `: ${why}` : ""}${frag}`;
-    case "transfer_failed":
-      return `Transfer failed${why ? `: ${why}` : ""}${frag}`;
+    case "transfer_failed": {
+      const cause = CAUSE_WORDS[d.cause] ? `, ${CAUSE_WORDS[d.cause]}` : "";
+      return `Transfer failed${why ? `: ${why}${cause}` : ""}${frag}`;
+    }
     default:
       return entry.event.replaceAll("_", " ");
   }
