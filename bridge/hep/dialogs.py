@@ -7,10 +7,8 @@ call is up is the *consult* of that call. Dialog states move only along
 :data:`~bridge.hep.legs.LEG_STEPS`.
 
 Proof of a transfer comes from the target's side, so the tracker also follows legs the phone is
-not on: after a blind REFER, a new INVITE whose caller is the customer (the PBX's or the
-transferee's leg toward the target); after the phone starts a consult, a new INVITE whose caller
-is the agent (the PBX's leg toward the consult target, whose answer proves a semi-attended
-transfer). Both are seen when the capture point sees that side (a PBX-side capture does).
+not on (:mod:`bridge.hep.targets`): the legs toward the target, and the customer's own dialog
+with a back-to-back PBX.
 
 Time is the bridge's own receive time, ``now``, never a capture timestamp: a replayed capture or
 a capture host whose clock is off must not decide when a dialog is forgotten. Memory is bounded
@@ -46,7 +44,7 @@ from bridge.hep.legs import (
 )
 from bridge.hep.refers import on_notify, on_refer, on_refer_answer
 from bridge.hep.replaces import ReplacingInvites
-from bridge.hep.targets import CallerIndex, TargetWatches, caller
+from bridge.hep.targets import CallerIndex, TargetWatches, caller, q850_cause
 from bridge.model import TransferKind
 from bridge.sip import SipMessage, SipParseError
 from bridge.uris import uri_of_header, user_of_uri
@@ -275,7 +273,7 @@ class DialogTracker:
                 by_phone = from_tag != leg.remote_tag
             if method == "BYE":
                 if leg.state is not LegState.TERMINATED:
-                    q850 = _q850(msg) if leg.role is LegRole.CUSTOMER_SIDE else None
+                    q850 = q850_cause(msg) if leg.role is LegRole.CUSTOMER_SIDE else None
                     self._end(leg, by_phone, "bye", None, now, out, q850=q850)
             elif method == "INVITE" or method == "UPDATE":
                 self._offer(leg, msg, method)
@@ -466,16 +464,6 @@ class DialogTracker:
                 dropped.append(leg)
         self.replacing.expire(now)
         return dropped
-
-
-def _q850(msg: SipMessage) -> int | None:
-    """The cause of a ``Reason: Q.850;cause=17`` header (RFC 3326), if there is one."""
-    for part in (msg.header("reason") or "").split(";")[1:]:
-        name, _, value = part.partition("=")
-        value = value.strip().strip('"')
-        if name.strip().lower() == "cause" and value.isascii() and value.isdigit():
-            return int(value[:4])
-    return None
 
 
 def _goto(leg: Leg, event: LegEvent) -> None:

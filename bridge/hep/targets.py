@@ -4,7 +4,10 @@ The proof that a person at the target has the customer is on such a leg, so the 
 watches, for a while, for new INVITEs that belong to a transfer: after a blind REFER, those
 whose caller is the customer (the PBX's or the transferee's leg toward the target); after the
 phone starts a consult, those whose caller is the agent and which are not the phone's own (the
-PBX's leg toward the consult target, which decides a semi-attended transfer).
+PBX's leg toward the consult target, which decides a semi-attended transfer). After a blind or
+semi-attended REFER it also finds the customer's own dialog with a back-to-back PBX among the
+new INVITEs it remembers (:class:`CallerIndex`): the PBX ending that dialog with a target-side
+Q.850 cause (:func:`q850_cause`) tells that the customer was dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from bridge.hep.legs import Leg, LegRole
 from bridge.sip import SipMessage
 from bridge.uris import numbers_match, uri_of_header, user_of_uri
 
-__all__ = ["MAX_WATCHES", "CallerIndex", "TargetWatch", "TargetWatches", "caller"]
+__all__ = ["MAX_WATCHES", "CallerIndex", "TargetWatch", "TargetWatches", "caller", "q850_cause"]
 
 MAX_WATCHES = 4096  # open watches; the oldest is dropped (and counted) past this
 MAX_CALLERS = 10_000  # remembered new INVITEs; the oldest is dropped (and counted) past this
@@ -173,3 +176,13 @@ def caller(msg: SipMessage) -> str | None:
         if user:
             return user
     return user_of_uri(uri_of_header(msg.header("from") or ""))
+
+
+def q850_cause(msg: SipMessage) -> int | None:
+    """The cause of a ``Reason: Q.850;cause=17`` header (RFC 3326), if there is one."""
+    for part in (msg.header("reason") or "").split(";")[1:]:
+        name, _, value = part.partition("=")
+        value = value.strip().strip('"')
+        if name.strip().lower() == "cause" and value.isascii() and value.isdigit():
+            return int(value[:4])
+    return None
