@@ -25,13 +25,10 @@ from bridge.ami.calls import AmiCallTracker
 from bridge.ami.handoffs import HANDOFF_SECONDS
 from bridge.ami.phones import AmiPhones, channel_endpoint, default_endpoint
 from bridge.evidence import PhoneEvent, TransferReported, TransferSucceeded, describe
-from bridge.hep.decode import decode_hep
-from bridge.hep.directory import PhoneDirectory
-from bridge.hep.tracker import SipTracker
 from bridge.model import Call, CallState, Customer, ProofGrade, Session, TransferState
 from bridge.session.outcome import AuditEntry
 from bridge.session.phone import apply_evidence
-from tests.rig.hepfile import read_hep_file
+from tests.rig.hepfile import replay_sip
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 AGENTS = ("1001", "1002", "1003", "1004")
@@ -80,13 +77,7 @@ def ami_evidence(
 
 
 def hep_evidence(case: str) -> list[PhoneEvent]:
-    tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
-    out: list[PhoneEvent] = []
-    for packet in read_hep_file(FIXTURES / "hep" / f"asterisk-{case}.hep"):
-        hep = decode_hep(packet)
-        if hep.proto_type == 1:
-            out.extend(tracker.feed_bytes(hep.payload, hep.timestamp or 0.0))
-    return out
+    return replay_sip(FIXTURES / "hep" / f"asterisk-{case}.hep", [uri(e) for e in AGENTS])
 
 
 def of(events: list[PhoneEvent], phone: str) -> list[tuple[str, str | None]]:

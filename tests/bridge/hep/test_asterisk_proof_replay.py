@@ -17,9 +17,6 @@ from typing import Any
 import pytest
 
 from bridge.evidence import PhoneEvent, TransferFailed, TransferReported, TransferSucceeded
-from bridge.hep.decode import decode_hep
-from bridge.hep.directory import PhoneDirectory
-from bridge.hep.tracker import SipTracker
 from bridge.model import (
     Call,
     ConfirmedBy,
@@ -32,7 +29,7 @@ from bridge.model import (
 )
 from bridge.session.phone import apply_evidence
 from bridge.sip import parse_message
-from tests.rig.hepfile import read_hep_file
+from tests.rig.hepfile import replay_sip
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 AGENTS = ("1001", "1002", "1003", "1004")
@@ -102,13 +99,7 @@ def sidecar(case: str) -> dict[str, Any]:
 
 
 def replay(case: str) -> list[PhoneEvent]:
-    tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
-    out: list[PhoneEvent] = []
-    for packet in read_hep_file(FIXTURES / "hep" / f"asterisk-{case}.hep"):
-        hep = decode_hep(packet)
-        if hep.proto_type == 1:
-            out.extend(tracker.feed_bytes(hep.payload, hep.timestamp or 0.0))
-    return out
+    return replay_sip(FIXTURES / "hep" / f"asterisk-{case}.hep", [uri(e) for e in AGENTS])
 
 
 def target_answered_at(case: str) -> float | None:
@@ -152,14 +143,7 @@ def test_no_proof_before_the_target_answers_and_the_right_verdict(case: str) -> 
 
 def replay_edited(case: str, edit: Callable[[bytes], bytes | None]) -> list[PhoneEvent]:
     """As `replay`, each SIP payload passed through `edit` (None drops it)."""
-    tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
-    out: list[PhoneEvent] = []
-    for packet in read_hep_file(FIXTURES / "hep" / f"asterisk-{case}.hep"):
-        hep = decode_hep(packet)
-        payload = edit(hep.payload) if hep.proto_type == 1 else None
-        if payload is not None:
-            out.extend(tracker.feed_bytes(payload, hep.timestamp or 0.0))
-    return out
+    return replay_sip(FIXTURES / "hep" / f"asterisk-{case}.hep", [uri(e) for e in AGENTS], edit)
 
 
 @pytest.mark.parametrize(
