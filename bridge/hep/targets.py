@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from bridge.hep.legs import Leg, LegRole
 from bridge.sip import SipMessage
-from bridge.uris import numbers_match, uri_of_header, user_of_uri
+from bridge.uris import MIN_SUFFIX_DIGITS, numbers_match, uri_of_header, user_of_uri
 
 __all__ = ["MAX_WATCHES", "CallerIndex", "TargetWatch", "TargetWatches", "caller", "q850_cause"]
 
@@ -36,11 +36,20 @@ class TargetWatch(NamedTuple):
     until: float
 
 
+def number_key(number: str) -> str:
+    """What two numbers that `numbers_match` share: their last 7 digits (all of them when
+    shorter), or the lower-cased text of a number without digits."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return digits[-MIN_SUFFIX_DIGITS:] if digits else number.strip().lower()
+
+
 class TargetWatches:
-    """The open watches, oldest first, bounded by :data:`MAX_WATCHES`."""
+    """The open watches, oldest first, bounded by :data:`MAX_WATCHES`; found by caller number
+    so that each new INVITE costs one look-up, however many transfers are under way."""
 
     def __init__(self) -> None:
         self._watches: deque[TargetWatch] = deque()
+        self._by_key: dict[str, list[TargetWatch]] = {}
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -50,11 +59,20 @@ class TargetWatches:
         """Take new INVITEs from caller ``number`` as legs toward ``call``'s transfer target."""
         if not number:
             return
-        watches = self._watches
-        watches.append(TargetWatch(number, call, phone, role, until))
-        if len(watches) > MAX_WATCHES:
-            watches.popleft()
+        watch = TargetWatch(number, call, phone, role, until)
+        self._watches.append(watch)
+        self._by_key.setdefault(number_key(number), []).append(watch)
+        if len(self._watches) > MAX_WATCHES:
+            self._forget(self._watches.popleft())
             self.dropped += 1
+
+    def _forget(self, watch: TargetWatch) -> None:
+        key = number_key(watch.number)
+        same = self._by_key.get(key)
+        if same:
+            same.remove(watch)
+            if not same:
+                del self._by_key[key]
 
     def legs_for(
         self,
@@ -73,12 +91,14 @@ class TargetWatches:
         """
         watches = self._watches
         while watches and watches[0].until < now:
-            watches.popleft()
+            self._forget(watches.popleft())
         if not watches:
             return []
         number = caller(msg)
+        if not number:
+            return []
         found: list[Leg] = []
-        for watch in watches:
+        for watch in list(self._by_key.get(number_key(number), ())):
             if watch.until < now or watch.phone in (to_phone, own_phone):
                 continue
             call = watch.call
