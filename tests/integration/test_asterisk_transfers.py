@@ -118,6 +118,7 @@ async def test_blind_transfer_to_a_busy_target(rig: Rig) -> None:
     assert final["code"] >= 300, final
     s = await session_until(rig, "s-busy", failed)
     assert s["transfer"]["phone"]["refer"] == "failed", s
+    assert s["transfer"]["phone"]["failure"] == "target_busy", s
     assert s["status"] == "active"
     # the agent's "Yes" now contradicts the phone: kept as a conflict, the phone wins
     r = await rig.api.post("/v1/sessions/s-busy/transfer", {"action": "confirm"})
@@ -141,8 +142,17 @@ async def test_blind_transfer_declined_by_the_ringing_target(rig: Rig) -> None:
     assert final["code"] >= 300, final
     s = await session_until(rig, "s-decl", failed)
     assert s["transfer"]["phone"]["refer"] == "failed", s
-    entries = await audit(rig, "s-decl")
-    failures = {e["detail"]["source"] for e in entries if e["event"] == "transfer_failed"}
+    assert s["transfer"]["phone"]["failure"] == "target_rejected", s
+    # Both sources report it, milliseconds apart (HEP sees the target's 603 itself, AMI the
+    # channel's hangup cause 21): wait for the slower one.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while True:
+        entries = await audit(rig, "s-decl")
+        failures = {e["detail"]["source"] for e in entries if e["event"] == "transfer_failed"}
+        if failures == {"pbx-hep", "pbx-ami"} or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert failures == {"pbx-hep", "pbx-ami"}, entries
     assert not [e for e in entries if e["event"] == "sources_disagree"], entries
     r = await rig.api.get("/v1/agents/ana")
