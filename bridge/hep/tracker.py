@@ -30,6 +30,7 @@ class TrackerStats(NamedTuple):
     dialogs: int  # legs tracked now
     dedupe_entries: int
     events: int  # phone events produced
+    evicted: int = 0  # target watches and remembered INVITEs dropped past their bound
 
 
 class SipTracker:
@@ -127,4 +128,5 @@ class SipTracker:
             dialogs=len(self.dialogs),
             dedupe_entries=len(self.dedup),
             events=self._events,
+            evicted=self.dialogs.targets.dropped + self.dialogs.callers.dropped,
         )

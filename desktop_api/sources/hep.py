@@ -111,7 +111,7 @@ def collect(sources: list[HepSource]) -> Iterator[Metric]:
         for reason, n in st.dropped.items():
             packets.add_metric([s.name, reason], n)
         ts = s.tracker.stats
-        for outcome in ("messages", "duplicates", "unmatched", "dropped", "events"):
+        for outcome in ("messages", "duplicates", "unmatched", "dropped", "events", "evicted"):
             sip.add_metric([s.name, outcome], getattr(ts, outcome))
         dialogs.add_metric([s.name], ts.dialogs)
     yield packets

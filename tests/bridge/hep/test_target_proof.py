@@ -261,3 +261,25 @@ class TestSemiAttended:
             s = session_after(events)
             assert s.transfer.kind is TransferKind.SEMI_ATTENDED
             assert (s.transfer.state, s.transfer.phone.failure) == (TransferState.FAILED, cause)
+
+
+def test_target_watches_and_remembered_invites_are_bounded_and_counted() -> None:
+    """A flood of transfers or new INVITEs cannot grow the tracker's memory without bound; what
+    is dropped is counted (`transfer_bridge_sip_messages{outcome="evicted"}`)."""
+    from bridge.hep.legs import Leg, LegRole
+    from bridge.hep.targets import MAX_CALLERS, MAX_WATCHES, CallerIndex, TargetWatches
+
+    watches = TargetWatches()
+    call = Leg("c", "sip:1001@pbx", False, 0.0)
+    for n in range(MAX_WATCHES + 10):
+        watches.watch(f"+3460000{n:04d}", call, "sip:1001@pbx", LegRole.TARGET, 1e9)
+    assert (len(watches), watches.dropped) == (MAX_WATCHES, 10)
+    callers = CallerIndex()
+    for n in range(MAX_CALLERS + 5):
+        callers.note(f"+3460000{n:05d}", f"id-{n}", "tag", 1.0)
+    assert (len(callers), callers.dropped) == (MAX_CALLERS, 5)
+    assert callers.latest("+346000000000", set(), 1.0) is None  # the oldest went first
+    assert callers.latest(f"+3460000{MAX_CALLERS + 4:05d}", set(), 1.0) is not None
+    tracker = SipTracker(PBX_PHONES, "hep")
+    tracker.dialogs.callers.dropped = 3
+    assert tracker.stats.evicted == 3
