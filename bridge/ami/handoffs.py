@@ -101,13 +101,6 @@ def dial_failure(status: str, target_cause: int | None) -> FailureCause:
     return DIAL_STATUS_CAUSES.get(status, FailureCause.TRANSFER_FAILED)
 
 
-def hangup_failure(cause: int | None) -> FailureCause:
-    """Why a transfer failed whose customer (or target) channel hung up before the target
-    answered, from the Q.850 cause: a target-side cause, else the customer went away (the
-    same table the SIP path reads a BYE's `Reason: Q.850` with)."""
-    return failure_cause_of_q850(cause)
-
-
 def cause_code(value: str | None) -> int | None:
     """`Cause: 17` -> 17; None when absent or not a number."""
     text = (value or "").strip()
@@ -248,13 +241,13 @@ def hangup(handoffs: Handoffs, event: AmiEvent, final: bool) -> list[Settled]:
     if final and target_of is not None and not target_of.blind:
         # The semi-attended target went away unanswered (a blind transfer's own dial
         # reports it, or the customer's channel does).
-        why = hangup_failure(cause)
+        why = failure_cause_of_q850(cause)
         settled.append(_failed(handoffs, target_of, "pbx_target_hung_up", why))
     handoff = handoffs.get(uniqueid)
     if final and handoff is not None:
         # The customer's channel is gone before the target answered: the target's side
         # (a dialplan's Busy()/Hangup(17) after early media) or the customer hung up.
-        why = hangup_failure(handoff.target_cause or cause)
+        why = failure_cause_of_q850(handoff.target_cause or cause)
         reason = "customer_hung_up" if why is FailureCause.CUSTOMER_HUNG_UP else "pbx_hangup"
         settled.append(_failed(handoffs, handoff, reason, why))
     return settled

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from bridge.hep.legs import Leg, LegRole
 from bridge.sip import SipMessage
-from bridge.uris import MIN_SUFFIX_DIGITS, numbers_match, uri_of_header, user_of_uri
+from bridge.uris import MIN_SUFFIX_DIGITS, digits, numbers_match, uri_of_header, user_of_uri
 
 __all__ = ["MAX_WATCHES", "CallerIndex", "TargetWatch", "TargetWatches", "caller", "q850_cause"]
 
@@ -39,8 +39,8 @@ class TargetWatch(NamedTuple):
 def number_key(number: str) -> str:
     """What two numbers that `numbers_match` share: their last 7 digits (all of them when
     shorter), or the lower-cased text of a number without digits."""
-    digits = "".join(ch for ch in number if ch.isdigit())
-    return digits[-MIN_SUFFIX_DIGITS:] if digits else number.strip().lower()
+    only = digits(number)
+    return only[-MIN_SUFFIX_DIGITS:] if only else number.strip().lower()
 
 
 class TargetWatches:

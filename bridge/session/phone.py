@@ -45,6 +45,8 @@ from bridge.session.outcome import (
     conflict_detail,
     with_transfer,
 )
+from bridge.sip import SipParseError
+from bridge.sip.sipfrag import parse_status_line
 
 
 def apply_evidence(session: Session, evidence: PhoneEvidence, *, now: str) -> Outcome:
@@ -214,8 +216,11 @@ def _noted(entry: AuditEntry, note: str) -> AuditEntry:
 
 def _final_status(line: str | None) -> bool:
     """True for a final SIP status line (``SIP/2.0 200 OK``, ``SIP/2.0 486 Busy Here``)."""
-    parts = (line or "").split(" ", 2)
-    return len(parts) > 1 and parts[1].isascii() and parts[1].isdigit() and int(parts[1]) >= 200
+    try:
+        code, _ = parse_status_line(line or "")
+    except SipParseError:
+        return False
+    return code >= 200
 
 
 def _noted_sipfrag(
