@@ -189,21 +189,17 @@ class TransferDetector:
             and not leg.replaced
             and _in_progress(leg)
         ):
-            out.append(
-                (leg, TransferFailed("customer_hung_up", None, FailureCause.CUSTOMER_HUNG_UP))
-            )
+            out.append((leg, _CUSTOMER_HUNG_UP))
         if answered or (change.prior is LegState.EARLY and not leg.outgoing):
             out.append((leg, _CALL_STATE[CallState.ENDED]))
 
     def _target_answered(self, leg: Leg, out: list[tuple[Leg, Observation]]) -> None:
         """A leg toward the target answered: proof, if that is where the transfer went."""
         call = leg.customer
-        if call is None or call in self._proven or _awaited_refer(call, leg.role) is None:
+        if call is None or call in self._proven or not _awaits(call, (_DECIDES[leg.role],)):
             return  # e.g. the consult's far leg answering an ordinary consult
         self._proven.add(call)
-        out.append(
-            (call, TransferSucceeded("target_leg_answered", None, ProofGrade.TARGET_ANSWERED))
-        )
+        out.append((call, _TARGET_ANSWERED))
 
     def _target_ended(self, change: LegEnded, out: list[tuple[Leg, Observation]]) -> None:
         """A leg toward the target ended unanswered: failure once no other one is left."""
@@ -211,7 +207,7 @@ class TransferDetector:
         call = leg.customer
         if change.prior is LegState.CONFIRMED or call is None or call in self._proven:
             return
-        if _awaited_refer(call, leg.role) is None:
+        if not _awaits(call, (_DECIDES[leg.role],)):
             return
         if any(
             t.role is leg.role and t.state is not LegState.TERMINATED for t in call.targets or ()
@@ -232,7 +228,7 @@ class TransferDetector:
         call = change.leg.customer
         if call is None or call in self._proven or not change.by_phone:
             return
-        if change.q850 not in Q850_CAUSES or not _transfer_awaited(call):
+        if change.q850 not in Q850_CAUSES or not _awaits(call, _DECIDES.values()):
             return
         self._proven.add(call)
         cause = failure_cause_of_q850(change.q850)
@@ -265,26 +261,18 @@ class TransferDetector:
             return  # e.g. a call picked up by another phone: no transfer of ours
         if call is not None and call not in self._proven:
             self._proven.add(call)
-            out.append(
-                (call, TransferSucceeded("dialog_replaced", None, ProofGrade.CONSULT_REPLACED))
-            )
+            out.append((call, _REPLACED))
 
 
-def _awaited_refer(call: Leg, role: LegRole) -> TransferKind | None:
-    """The kind of the call's transfer whose outcome a leg of ``role`` decides, if any: a blind
-    REFER for a TARGET leg, a semi-attended one for the consult's far leg."""
-    wanted = TransferKind.BLIND if role is LegRole.TARGET else TransferKind.SEMI_ATTENDED
-    for refer in call.all_refers():
-        if refer.kind is wanted and refer.state is not ReferState.FAILED:
-            return wanted
-    return None
+# Which transfer a leg toward the target decides: a blind REFER's, for the leg carrying the
+# customer; a semi-attended one's, for the consult's far leg.
+_DECIDES = {LegRole.TARGET: TransferKind.BLIND, LegRole.CONSULT_TARGET: TransferKind.SEMI_ATTENDED}
 
 
-def _transfer_awaited(call: Leg) -> bool:
-    """A blind or semi-attended transfer of the call awaits its target's side."""
-    return any(
-        _awaited_refer(call, role) is not None for role in (LegRole.TARGET, LegRole.CONSULT_TARGET)
-    )
+def _awaits(call: Leg, kinds: Iterable[TransferKind]) -> bool:
+    """A transfer of the call of one of these kinds has not failed: its target's side decides."""
+    wanted = frozenset(kinds)
+    return any(r.kind in wanted and r.state is not ReferState.FAILED for r in call.all_refers())
 
 
 def _answered_target(call: Leg, role: LegRole) -> Leg | None:
