@@ -156,10 +156,11 @@ class DialogTracker:
         # `from_phone` may also be a PBX's leg carrying the agent as caller; the Contact check
         # below (for the phone's own legs) and the target watches tell them apart.
         from_tag = msg.from_tag
+        calling = caller(msg)  # read once: the caller index, the target watches, the leg
         if msg.has_header("replaces"):
             self._note_replaces(msg, call_id, now)
         else:
-            self.callers.note(caller(msg), call_id, from_tag, now)
+            self.callers.note(calling, call_id, from_tag, now)
         match = self.directory.match_header
         from_phone = match(msg.header("from"))
         to_phone = match(msg.header("to"))
@@ -168,8 +169,11 @@ class DialogTracker:
             return
         number = msg.cseq.number
         legs: list[Leg] = []
-        if from_phone is not None and self._sent_by_phone(msg, from_phone):
-            leg = Leg(call_id, from_phone, True, now)
+        own = (
+            from_phone if from_phone is not None and self._sent_by_phone(msg, from_phone) else None
+        )
+        if own is not None:
+            leg = Leg(call_id, own, True, now)
             leg.phone_tag = from_tag
             leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
             leg.invite_cseq = number
@@ -177,10 +181,10 @@ class DialogTracker:
         if to_phone is not None and to_phone != from_phone:
             leg = Leg(call_id, to_phone, False, now)
             leg.remote_tag = from_tag
-            leg.remote = caller(msg)
+            leg.remote = calling
             leg.invite_cseq = number
             legs.append(leg)
-        legs += self._target_legs(msg, call_id, from_phone, to_phone, now)
+        legs += self.targets.legs_for(msg, call_id, calling, own, to_phone, now)
         if not legs:
             self.unmatched += 1
             return
@@ -201,18 +205,6 @@ class DialogTracker:
         """Take new INVITEs from caller ``number`` as legs toward ``call``'s transfer target."""
         window = self.target_window if role is LegRole.TARGET else self.consult_target_window
         self.targets.watch(number, call, phone, role, now + window)
-
-    def _target_legs(
-        self,
-        msg: SipMessage,
-        call_id: str,
-        from_phone: str | None,
-        to_phone: str | None,
-        now: float,
-    ) -> list[Leg]:
-        """Legs toward a watched transfer's target that this INVITE begins (usually none)."""
-        own = from_phone is not None and self._sent_by_phone(msg, from_phone)
-        return self.targets.legs_for(msg, call_id, from_phone if own else None, to_phone, now)
 
     def _adopt(
         self, msg: SipMessage, call_id: str, method: str, now: float, out: list[DialogChange]

@@ -78,11 +78,13 @@ class TargetWatches:
         self,
         msg: SipMessage,
         call_id: str,
+        number: str | None,
         own_phone: str | None,
         to_phone: str | None,
         now: float,
     ) -> list[Leg]:
-        """The legs toward a watched transfer's target that this new INVITE begins.
+        """The legs toward a watched transfer's target that this new INVITE, from caller
+        ``number`` (:func:`caller`), begins.
 
         ``own_phone`` is the watched phone that sent it itself (its own next call, never a
         target leg); a call *to* the transferring phone never counts either, nor the phone's
@@ -94,7 +96,6 @@ class TargetWatches:
             self._forget(watches.popleft())
         if not watches:
             return []
-        number = caller(msg)
         if not number:
             return []
         found: list[Leg] = []
