@@ -2,7 +2,7 @@
 // Plain modern JavaScript, no build step, no third-party code. Every API call sends the account
 // token as a bearer token; live updates come from /v1/events (read with fetch, because
 // EventSource cannot send that header), falling back to long-polling the selected session.
-import { phoneEntry, screenFor, conflictText, failureText, STATUS_LABELS, CALL_LABELS, PROOF_LABELS } from "./screens.js";
+import { phoneEntry, screenFor, conflictText, failureText, STATUS_LABELS, CALL_LABELS, PROOF_LABELS, FAILURE_STATUS } from "./screens.js";
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
@@ -486,7 +486,7 @@ function renderSession() {
   if (p.consult !== "none") summary.push(`consult call ${p.consult}`);
   if (p.refer === "succeeded" && p.proof === "pbx_reported") summary.push("the PBX reports success, not proven yet");
   else if (p.refer !== "none") summary.push(`transfer ${p.refer}`);
-  const settledBy = t.state === "failed" ? /^SIP\/2\.0 [3-6]/ : /^SIP\/2\.0 [2-6]/;
+  const settledBy = t.state === "failed" ? FAILURE_STATUS : /^SIP\/2\.0 [2-6]/;
   if (p.last_sipfrag && settledBy.test(p.last_sipfrag)) summary.push(p.last_sipfrag);
   $("evidence-summary").textContent = summary.length ? `Now: ${summary.join(", ")}.` : "";
   renderScreen();

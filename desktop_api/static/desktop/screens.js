@@ -104,6 +104,9 @@ export const FAILURE_LABELS = {
   transfer_failed: "the PBX could not transfer the call",
 };
 
+// A SIP status line that says a transfer failed (3xx-6xx).
+export const FAILURE_STATUS = /^SIP\/2\.0 [3-6]/;
+
 // The cause in a word or two, after the reason of a failure in the evidence list.
 const CAUSE_WORDS = {
   target_busy: "busy",
@@ -145,7 +148,7 @@ export function failureText(s) {
   const frag = s.transfer.phone.last_sipfrag;
   const cause = FAILURE_LABELS[s.transfer.phone.failure];
   // Only a failure status explains a failure (a PBX's earlier "200 OK" report does not).
-  const detail = frag && /^SIP\/2\.0 [3-6]/.test(frag) ? frag : null;
+  const detail = frag && FAILURE_STATUS.test(frag) ? frag : null;
   const why = cause || detail ? ` (${[cause, detail].filter(Boolean).join(": ")})` : "";
   const next = s.call.state === "ended" ? "" : " The customer is still on your call.";
   return `The phone reports that the transfer failed${why}.${next}`;
