@@ -283,3 +283,22 @@ def test_target_watches_and_remembered_invites_are_bounded_and_counted() -> None
     tracker = SipTracker(PBX_PHONES, "hep")
     tracker.dialogs.callers.dropped = 3
     assert tracker.stats.evicted == 3
+
+
+def test_a_malformed_reason_header_is_no_cause_and_no_error() -> None:
+    """`Reason` is whatever the far end wrote: only a plain Q.850 cause number counts."""
+    from bridge.hep.targets import q850_cause
+    from bridge.sip import parse_message
+
+    def bye(reason: str) -> int | None:
+        text = (
+            "BYE sip:2000@pbx SIP/2.0\r\nVia: SIP/2.0/UDP pbx;branch=z9hG4bK1\r\n"
+            "Call-ID: x\r\nFrom: <sip:1001@pbx>;tag=a\r\n"
+            f"To: <sip:2000@pbx>;tag=b\r\nCSeq: 2 BYE\r\nReason: {reason}\r\n\r\n"
+        )
+        return q850_cause(parse_message(text.encode()))
+
+    assert bye("Q.850;cause=17") == 17
+    assert bye('Q.850 ; text="busy" ;cause = 21') == 21
+    for junk in ("Q.850;cause=\u00b2", "Q.850;cause=", "Q.850", "", ";;;", "Q.850;cause=1x"):
+        assert bye(junk) is None, junk
