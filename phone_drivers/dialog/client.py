@@ -294,9 +294,14 @@ class DialogClient:
 
     @property
     def subscribed(self) -> int:
-        """Lines with a live subscription."""
+        """Lines watched for real: a live subscription whose first state document arrived.
+
+        RFC 6665 starts a subscription with the PBX's NOTIFY, not with the 200 to SUBSCRIBE: until
+        that NOTIFY the line's state is unknown, and a call that rings then is read as "already
+        up when we subscribed" (no caller number, nothing to bind a session to)."""
         return sum(
             w.subscription.state in (SubState.ACTIVE, SubState.REFRESHING)
+            and w.view.version is not None
             for w in self.watched.values()
         )
 
