@@ -255,3 +255,11 @@ def test_a_channel_listing_with_unicode_digits_keeps_the_resync(uniqueid: str) -
 def test_odd_ami_timestamps_fall_back_to_the_time_received(stamp: str) -> None:
     assert event_time(stamp, 42.0) == 42.0
     assert event_time("1795613972.250", 42.0) == 1795613972.25
+
+
+@pytest.mark.parametrize("port", ["²", "5²", "\u0665\u0660\u0660\u0660"])
+def test_a_listen_port_in_unicode_digits_is_a_configuration_error(port: str) -> None:
+    from desktop_api.config import ConfigError, parse_listen
+
+    with pytest.raises(ConfigError):
+        parse_listen(f"127.0.0.1:{port}", "sources.hep[0]")

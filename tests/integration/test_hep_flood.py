@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 PASSWORD = "flood-password"
 YEAR_2106 = 4_294_967_295.0
-STORM = int(os.environ.get("TRANSFER_BRIDGE_FLOOD_INVITES", "20000"))
+STORM = int(os.environ.get("HEP_FLOOD_INVITES", "20000"))
 
 
 def free_udp_port() -> int:
