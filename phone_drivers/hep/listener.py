@@ -7,7 +7,8 @@ malformed, unauthorised or not SIP is counted and dropped, never raised.
 
 Datagrams the kernel drops because the socket's receive queue is full (a flood, or a loop held
 up) never reach this code; Linux counts them per socket, and the listener reports that count
-(`SO_RXQ_OVFL` on each received datagram, and the socket's line in /proc/net/udp) as
+(the `drops` column of the socket's line in /proc/net/udp, read when asked: no cost per
+datagram, where `recvmsg` with `SO_RXQ_OVFL` would double the cost of each read) as
 `kernel_drops`.
 """
 
@@ -17,7 +18,6 @@ import asyncio
 import hmac
 import os
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,8 +30,6 @@ log = structlog.get_logger("transfer_bridge.hep.decode")
 MAX_DATAGRAM = 65535
 DRAIN_BATCH = 512  # datagrams read per loop turn before yielding to other callbacks
 RECEIVE_BUFFER = 4 * 1024 * 1024
-SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: drops count on each datagram
-_ANCILLARY = socket.CMSG_SPACE(4)
 
 SipSink = Callable[[bytes, float], None]
 
@@ -42,7 +40,6 @@ class HepStats:
 
     received: int = 0
     sip: int = 0
-    kernel_drops: int = 0  # the socket's overflow count, as of the last datagram read
     dropped: dict[str, int] = field(
         default_factory=lambda: {"malformed": 0, "unauthorized": 0, "not_sip": 0, "failed": 0}
     )
@@ -71,7 +68,7 @@ class HepListener:
         self._decoder = HepDecoder()  # one per socket: it learns the capture agents' layouts
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._overflow_count = False  # SO_RXQ_OVFL is on: read with recvmsg
+        self._kernel_drops = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -87,11 +84,6 @@ class HepListener:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
-                self._overflow_count = True
-            except OSError:  # not Linux: /proc/net/udp (if any) is all there is
-                self._overflow_count = False
             sock.setblocking(False)
             sock.bind((self.host, self.port))
         except OSError:
@@ -110,13 +102,11 @@ class HepListener:
             self._sock = None
 
     def kernel_drops(self) -> int:
-        """Datagrams the kernel dropped for this socket (full receive queue) since it opened.
-
-        The count carried by the last datagram read, or the socket's `drops` column in
-        /proc/net/udp if that is higher (drops after the last datagram read show only there).
-        """
-        drops = self.stats.kernel_drops
+        """Datagrams the kernel dropped for this socket (full receive queue) since it opened:
+        the `drops` column of its line in /proc/net/udp (or udp6); 0 where there is none.
+        The last count seen is kept, so a closed socket still reports it."""
         sock = self._sock
+        drops = self._kernel_drops
         if sock is None:
             return drops
         inode = str(os.fstat(sock.fileno()).st_ino)
@@ -126,7 +116,8 @@ class HepListener:
                     for line in lines:
                         fields = line.split()
                         if len(fields) >= 13 and fields[9] == inode and fields[12].isdigit():
-                            return max(drops, int(fields[12]))
+                            self._kernel_drops = max(drops, int(fields[12]))
+                            return self._kernel_drops
             except OSError:
                 continue
         return drops
@@ -135,16 +126,9 @@ class HepListener:
         sock = self._sock
         if sock is None:
             return
-        overflow = self._overflow_count
         for _ in range(DRAIN_BATCH):
             try:
-                if overflow:
-                    data, ancillary, _flags, _addr = sock.recvmsg(MAX_DATAGRAM, _ANCILLARY)
-                    for level, kind, value in ancillary:
-                        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
-                            self.stats.kernel_drops = int.from_bytes(value[:4], sys.byteorder)
-                else:
-                    data = sock.recv(MAX_DATAGRAM)
+                data = sock.recv(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP errors surfacing on the socket
