@@ -66,6 +66,8 @@ async def one_round(rig: Rig, n: int, ring_ms: int) -> dict[str, Any]:
     sid = f"soak-{n}"
     started = time.monotonic()
     _, agent_ref = await customer_reaches_agent(rig, "2000", "1001", "ana", sid)
+    # The agent clicks once the desktop shows the call connected (as a person would).
+    await session_until(rig, sid, lambda s: s["call"]["state"] == "connected")
     await click(rig, sid, "open", "internal", "next")
     await asyncio.sleep(1.0)  # a person, not a script (Asterisk refuses an instant REFER)
     await phones.blind_transfer("1001", agent_ref, "1002")
