@@ -507,8 +507,9 @@ class DialogTracker:
         return min(times) if times else None
 
     def expire(self, now: float) -> list[Leg]:
-        """Drop legs past their linger or idle limit; returns the (verified) legs dropped."""
-        dropped: list[Leg] = []
+        """Drop legs past their linger or idle limit; returns the (verified) legs dropped, and
+        those evicted at a cap since :meth:`take_evicted` last ran."""
+        dropped: list[Leg] = self.take_evicted()
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, leg = heapq.heappop(heap)
