@@ -120,6 +120,10 @@ class DialogTracker:
         """The number of legs tracked (live and lingering)."""
         return self._count
 
+    def tracks(self, call_id: str) -> bool:
+        """True while legs are tracked under ``call_id``."""
+        return call_id in self._legs
+
     def legs(self, call_id: str) -> tuple[Leg, ...]:
         """The legs tracked under a Call-ID."""
         return tuple(self._legs.get(call_id, ()))

@@ -86,7 +86,7 @@ class SipTracker:
             if not dialogs.may_concern(msg):
                 self._unmatched += 1
                 return []
-            if _oversized(msg):
+            if _oversized(msg, dialogs):
                 self._oversized += 1
                 return []
             if self.dedup.seen(message_key(msg), now):
@@ -157,11 +157,13 @@ class SipTracker:
         )
 
 
-def _oversized(msg: SipMessage) -> bool:
-    """A Call-ID, From or To no real UA sends: a peer trying to make the tables expensive."""
-    if len(msg.call_id) > MAX_CALL_ID:
+def _oversized(msg: SipMessage, dialogs: DialogTracker) -> bool:
+    """A Call-ID, From or To no real UA sends: a peer trying to make the tables expensive.
+    From and To matter only in a request that may begin a dialog (a known Call-ID passed)."""
+    call_id = msg.call_id
+    if len(call_id) > MAX_CALL_ID:
         return True
-    if not msg.is_request:
+    if not msg.is_request or dialogs.tracks(call_id):
         return False
     return (
         len(msg.header("from") or "") > MAX_PARTY_HEADER
