@@ -29,8 +29,8 @@ def phone_key(uri: str) -> str:
 
 
 def digits(number: str) -> str:
-    """Only the digits of a phone number."""
-    return "".join(ch for ch in number if ch.isdigit())
+    """Only the (ASCII) digits of a phone number."""
+    return "".join(ch for ch in number if "0" <= ch <= "9")
 
 
 def numbers_match(a: str | None, b: str | None) -> bool:

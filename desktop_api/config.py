@@ -87,7 +87,7 @@ class Settings:
 def parse_listen(value: str, key: str) -> tuple[str, int]:
     """`host:port` (IPv6 as `[::1]:8080`)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536 or not host:
         raise ConfigError(f"{key}: expected host:port, got {value!r}")
     return host.strip("[]"), int(port)
 

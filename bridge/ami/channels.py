@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from bridge.ami.messages import AmiEvent
 from bridge.evidence import Observation
 from bridge.model import ConsultState
+from bridge.untrusted import ascii_digits
 
 UNKNOWN_NUMBERS = frozenset({"", "<unknown>", "unknown"})
 
@@ -62,7 +63,8 @@ def event_time(stamp: str | None, received_at: float) -> float:
     """Asterisk's `Timestamp:` (seconds since the epoch, `timestampevents = yes`) when it is a
     sane time, else when the bridge received the event."""
     try:
-        value = float(stamp) if stamp else received_at
+        # float() also reads Unicode digits, "1_0" and "nan": ASCII digits and one dot only
+        value = float(stamp) if stamp and ascii_digits(stamp.replace(".", "", 1)) else received_at
     except ValueError:
         return received_at
     return value if 0 <= value < 2**32 else received_at
@@ -73,7 +75,8 @@ def listing_age(row: AmiEvent) -> tuple[int, int, str]:
     "1795613972.10" is newer than "1795613972.9" (not a decimal fraction)."""
     uniqueid = row.get("Uniqueid") or ""
     epoch, _, seq = uniqueid.partition(".")
-    if epoch.isdigit() and seq.isdigit():
+    # ASCII only: "².1" passes str.isdigit() and then int() raises (the resync was lost)
+    if ascii_digits(epoch) and ascii_digits(seq) and len(epoch) <= 20 and len(seq) <= 20:
         return (int(epoch), int(seq), uniqueid)
     return (1 << 62, 0, uniqueid)
 

@@ -62,7 +62,19 @@ def decode_fields(block: bytes) -> Fields:
 class AmiParser:
     """Parses what Asterisk sends on an AMI connection: one banner line, then messages."""
 
-    __slots__ = ("_buf", "_crlf", "_eof", "_error", "_limit", "_need_banner", "_pos", "_scan")
+    __slots__ = (
+        "_blank",
+        "_buf",
+        "_checked",
+        "_crlf",
+        "_eof",
+        "_error",
+        "_limit",
+        "_need_banner",
+        "_pairs_so_far",
+        "_pos",
+        "_scan",
+    )
 
     def __init__(
         self, *, expect_banner: bool = True, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -75,6 +87,14 @@ class AmiParser:
         self._error: AmiProtocolError | None = None
         self._need_banner = expect_banner
         self._limit = max_message_size
+        # Progress through a ``Response: Follows`` message, as offsets from ``_pos`` so that
+        # compaction does not move them: every line before ``_checked`` has been looked at once
+        # (``_pairs_so_far``: all of them were ``Key: Value``), and ``_blank`` remembers how far
+        # the run of blank lines after a terminator was skipped. Each byte is looked at a
+        # bounded number of times, however the output is split into blank lines and chunks.
+        self._checked = 0
+        self._pairs_so_far = True
+        self._blank = (-1, -1)
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the connection; ``b""`` means the peer closed it."""
@@ -196,13 +216,22 @@ class AmiParser:
                 return self._at_end()
             if end - pos > self._limit:
                 raise self._too_large(end - pos)
-            lines = _lines(buf[pos : last_lf + 1])
             if not follows:
+                lines = _lines(buf[pos : last_lf + 1])
                 break
-            if lines[-1].endswith(END_COMMAND):
-                self._pos = self._scan = end
-                return _follows_response(lines)
-            if _pairs(lines) is not None:
+            # Raw command output may hold any number of blank lines: look only at the lines
+            # not seen before, never at the whole message again (that was quadratic).
+            checked = pos + self._checked
+            if checked <= last_lf:  # a terminator not seen before
+                if self._pairs_so_far and _pairs(_lines(buf[checked : last_lf + 1])) is None:
+                    self._pairs_so_far = False
+                self._checked = last_lf + 1 - pos
+                line_start = max(buf.rfind(b"\n", pos, last_lf) + 1, pos)
+                if _lines(buf[line_start : last_lf + 1])[-1].endswith(END_COMMAND):
+                    lines = _lines(buf[pos : last_lf + 1])
+                    self._consumed(end)
+                    return _follows_response(lines)
+            if self._pairs_so_far:
                 # Header-like lines then a blank line: either a Follows answer with no raw
                 # output, or output that starts (or goes on) after a blank line. What follows
                 # the blank line decides; wait for it rather than cut the output short.
@@ -211,10 +240,19 @@ class AmiParser:
                     self._scan = last_lf  # find this terminator again with more data
                     return NEED_DATA
                 if after:
+                    lines = _lines(buf[pos : last_lf + 1])
                     break
             start = last_lf + 1  # the blank line belongs to the command output
-        self._pos = self._scan = end
+            self._scan = start
+        self._consumed(end)
         return _message(lines)
+
+    def _consumed(self, end: int) -> None:
+        """The message before ``end`` was returned: the next one starts there."""
+        self._pos = self._scan = end
+        self._checked = 0
+        self._pairs_so_far = True
+        self._blank = (-1, -1)
 
     def _after_blank(self, end: int, pos: int) -> bool | None:
         """Whether a new message starts at ``end`` (past blank lines); None: not known yet.
@@ -224,7 +262,8 @@ class AmiParser:
         limit of the message at ``pos``, so a peer cannot grow the buffer without bound.
         """
         buf, n = self._buf, len(self._buf)
-        p = end
+        seen_end, seen_p = self._blank
+        p = pos + seen_p if seen_end == end - pos else end
         while p < n:
             c = buf[p]
             if c == _LF:
@@ -235,6 +274,8 @@ class AmiParser:
                 break
         if p - pos > self._limit:
             raise self._too_large(p - pos)
+        # Resume here when more data comes (a lone CR at the end is looked at again).
+        self._blank = (end - pos, p - pos)
         rest = bytes(buf[p : p + len(_RESPONSE_START)])
         for start in (_EVENT_START, _RESPONSE_START):
             if rest.startswith(start):

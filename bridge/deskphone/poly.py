@@ -17,6 +17,7 @@ from datetime import datetime
 
 from bridge.deskphone.events import DeskEventKind, DeskPhoneEvent, clean, normalise_mac, number_of
 from bridge.errors import InvalidInput
+from bridge.untrusted import UntrustedXmlError, parse_untrusted_xml
 
 VENDOR = "poly"
 
@@ -120,12 +121,11 @@ def parse(body: bytes) -> Notification:
     Raises `InvalidInput` (`invalid_body`) for anything that is not such a notification, or for
     events of more than one device.
     """
-    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
-        raise InvalidInput("invalid_body", "DTDs and entities are not accepted", field="")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
-        raise InvalidInput("invalid_body", f"not XML: {exc}", field="") from None
+        root = parse_untrusted_xml(body)  # any encoding trouble or DTD: a typed refusal
+    except UntrustedXmlError as exc:
+        message = "DTDs and entities are not accepted" if exc.hostile else f"not XML: {exc}"
+        raise InvalidInput("invalid_body", message, field="") from None
     elements = list(root) if root.tag == "PolycomIPPhone" else [root]
     if not elements:
         raise InvalidInput("invalid_body", "no event in the notification", field="")

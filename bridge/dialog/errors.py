@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bridge.errors import BridgeError
+
 __all__ = [
     "DialogInfoError",
     "DigestError",
@@ -11,7 +13,7 @@ __all__ = [
 ]
 
 
-class DialogInfoError(ValueError):
+class DialogInfoError(BridgeError, ValueError):
     """A dialog-info+xml body that cannot be used (malformed, too large, wrong document)."""
 
 
@@ -19,11 +21,11 @@ class HostileXml(DialogInfoError):
     """A body with a DTD or entity declaration: refused before any XML parser sees it."""
 
 
-class DigestError(ValueError):
+class DigestError(BridgeError, ValueError):
     """A digest challenge the client cannot answer (unknown algorithm or qop, missing nonce)."""
 
 
-class SubscriptionError(ValueError):
+class SubscriptionError(BridgeError, ValueError):
     """A subscription was asked for something it cannot do (bad extension, bad settings)."""
 
 

@@ -1,19 +1,20 @@
 """`application/dialog-info+xml` (RFC 4235) -> `DialogInfo`, refusing DTDs and entities.
 
 The stdlib parser expands internal entities (a "billion laughs" body would eat memory), so a
-body that declares a DTD or an entity is refused before the parser sees it, and bodies are
-bounded in size. Namespaced (`urn:ietf:params:xml:ns:dialog-info`) and unqualified element
-names are both accepted: some PBXs omit the namespace.
+body that declares a DTD or an entity is refused (looked for in the decoded text, so a UTF-16
+body cannot hide one) before the parser sees it, unknown encodings are a `DialogInfoError`, and
+bodies are bounded in size. Namespaced (`urn:ietf:params:xml:ns:dialog-info`) and unqualified
+element names are both accepted: some PBXs omit the namespace.
 """
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bridge.dialog.errors import DialogInfoError, HostileXml
+from bridge.untrusted import UntrustedXmlError, ascii_uint, parse_untrusted_xml
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -28,7 +29,6 @@ __all__ = [
 NAMESPACE = "urn:ietf:params:xml:ns:dialog-info"
 MAX_BODY_BYTES = 64 * 1024
 MAX_DIALOGS = 256
-_HOSTILE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 class DialogState(StrEnum):
@@ -108,9 +108,10 @@ def _text(elem: ET.Element | None) -> str | None:
 
 
 def _uint(value: str | None, what: str) -> int:
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 10:
-        raise DialogInfoError(f"{what}: expected a whole number, got {value!r}")
-    return int(value.strip())
+    number = ascii_uint(value)  # ASCII only: "²".isdigit() is true, int("²") raises
+    if number is None:
+        raise DialogInfoError(f"{what}: expected a whole number, got {value!r:.40}")
+    return number
 
 
 def _entry(elem: ET.Element) -> DialogEntry:
@@ -159,12 +160,10 @@ def parse_dialog_info(body: bytes, *, max_size: int = MAX_BODY_BYTES) -> DialogI
     """Decode a dialog-info document; `DialogInfoError` (or `HostileXml`) if unusable."""
     if len(body) > max_size:
         raise DialogInfoError(f"body of {len(body)} bytes is over the limit of {max_size}")
-    if _HOSTILE.search(body):
-        raise HostileXml("DTD or entity declaration refused")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
-        raise DialogInfoError(f"not well-formed XML: {exc}") from None
+        root = parse_untrusted_xml(body)
+    except UntrustedXmlError as exc:
+        raise (HostileXml if exc.hostile else DialogInfoError)(exc.message) from None
     ns, name = _local(root.tag)
     if name != "dialog-info" or ns not in (None, NAMESPACE):
         raise DialogInfoError(f"root element is {root.tag!r}, not dialog-info")

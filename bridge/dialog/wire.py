@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bridge.sip import SipMessage
+from bridge.untrusted import ascii_uint
 
 __all__ = ["CONTENT_TYPE", "expires_of", "hostport", "response", "retry_after_of"]
 
@@ -15,10 +16,7 @@ def hostport(address: tuple[str, int]) -> str:
 
 
 def expires_of(message: SipMessage) -> int | None:
-    value = message.header("expires")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value.strip())
+    return ascii_uint(message.header("expires"))
 
 
 def retry_after_of(message: SipMessage) -> float | None:
@@ -26,7 +24,8 @@ def retry_after_of(message: SipMessage) -> float | None:
     if value is None:
         return None
     word = value.partition(";")[0].partition("(")[0].strip()
-    return float(word) if word.isdigit() else None
+    seconds = ascii_uint(word)
+    return None if seconds is None else float(seconds)
 
 
 def response(request: SipMessage, code: int, reason: str) -> bytes:

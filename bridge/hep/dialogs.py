@@ -12,7 +12,12 @@ with a back-to-back PBX.
 
 Time is the bridge's own receive time, ``now``, never a capture timestamp: a replayed capture or
 a capture host whose clock is off must not decide when a dialog is forgotten. Memory is bounded
-by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports.
+by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports, and by hard
+caps that hold whatever a peer sends: at most ``max_live_per_phone`` live legs per phone (past
+it the oldest still being set up goes) and ``max_calls`` Call-IDs in all (past it the least
+recently active goes); each eviction is counted (``evicted``). A new call's classification
+looks only at the phone's answered calls (an index), so an INVITE storm for one phone costs the
+same per INVITE as a single call.
 
 Through a back-to-back PBX the agent's identity also appears on the PBX's *other* leg (the
 customer's INVITE to the PBX is addressed to the agent's extension; the PBX's INVITE to a
@@ -54,6 +59,8 @@ __all__ = ["DialogTracker"]
 # Answers after which the UA sends the same request again (same Call-ID, new CSeq): not an end.
 RETRIED = frozenset({401, 407, 422, 491})
 SETUP = frozenset({LegState.TRYING, LegState.EARLY})
+MAX_LIVE_PER_PHONE = 64  # live legs of one phone (a real phone has a handful at most)
+MAX_CALLS = 20_000  # Call-IDs tracked in all
 
 
 class IllegalLegMove(ValueError):
@@ -75,6 +82,8 @@ class DialogTracker:
         replace_window: float = 64.0,
         target_window: float = 300.0,
         consult_target_window: float = 32.0,
+        max_live_per_phone: int = MAX_LIVE_PER_PHONE,
+        max_calls: int = MAX_CALLS,
     ) -> None:
         self.directory = directory
         self.contact_check = contact_check
@@ -85,11 +94,20 @@ class DialogTracker:
         self.replace_window = replace_window
         self.target_window = target_window  # after a blind REFER: the target may ring long
         self.consult_target_window = consult_target_window  # the PBX dials the consult at once
+        self.max_live_per_phone = max_live_per_phone
+        self.max_calls = max_calls
         self.unmatched = 0
+        self.evicted = 0  # legs dropped past a cap (not expired)
         self.targets = TargetWatches()
         self.callers = CallerIndex()
+        # Call-ID -> its legs, least recently active first (the order evictions go by).
         self._legs: dict[str, list[Leg]] = {}
-        self._live: dict[str, dict[Leg, None]] = {}  # phone -> verified legs not yet ended
+        # phone -> verified legs not yet ended, oldest first, each with its order of going live
+        self._live: dict[str, dict[Leg, int]] = {}
+        # phone -> those of its live legs that are answered (CONFIRMED): all _classify reads
+        self._up: dict[str, dict[Leg, int]] = {}
+        self._live_seq = itertools.count()
+        self._evicted: list[Leg] = []  # verified legs evicted, for the detector to forget
         self._count = 0
         self._heap: list[tuple[float, int, Leg]] = []
         self._seq = itertools.count()
@@ -101,6 +119,10 @@ class DialogTracker:
     def __len__(self) -> int:
         """The number of legs tracked (live and lingering)."""
         return self._count
+
+    def tracks(self, call_id: str) -> bool:
+        """True while legs are tracked under ``call_id``."""
+        return call_id in self._legs
 
     def legs(self, call_id: str) -> tuple[Leg, ...]:
         """The legs tracked under a Call-ID."""
@@ -123,6 +145,9 @@ class DialogTracker:
         out: list[DialogChange] = []
         call_id = msg.call_id
         legs = self._legs.get(call_id)
+        if legs is not None:  # least recently active first: move this Call-ID to the end
+            del self._legs[call_id]
+            self._legs[call_id] = legs
         if msg.is_request:
             method = msg.method or ""
             if legs is not None:
@@ -192,7 +217,7 @@ class DialogTracker:
         for leg in legs:
             if leg.verified and leg.role not in FOREIGN_ROLES:
                 self._classify(leg)
-                self._live.setdefault(leg.phone, {})[leg] = None
+                self._make_live(leg)
                 out.append(LegStarted(leg))
                 if leg.role is LegRole.CONSULT and leg.customer is not None:
                     # The PBX's leg toward the consult target carries the agent as caller.
@@ -225,7 +250,7 @@ class DialogTracker:
         leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
         _goto(leg, LegEvent.ADOPTED)
         self._add(call_id, [leg], now)
-        self._live.setdefault(phone, {})[leg] = None
+        self._make_live(leg)
         self._request([leg], msg, method, now, out)
 
     def _add(self, call_id: str, legs: list[Leg], now: float) -> None:
@@ -233,17 +258,54 @@ class DialogTracker:
         self._count += len(legs)
         for leg in legs:
             self._schedule(leg, now + self.setup_max)
+        while len(self._legs) > self.max_calls:
+            self._evict_call(next(iter(self._legs)))
+
+    # -- bounds --------------------------------------------------------------------------------
+
+    def _make_live(self, leg: Leg) -> None:
+        """``leg`` is verified and not ended; past the phone's cap its oldest live leg goes."""
+        live = self._live.setdefault(leg.phone, {})
+        if leg in live:
+            return
+        live[leg] = order = next(self._live_seq)
+        if leg.state is LegState.CONFIRMED:
+            self._up.setdefault(leg.phone, {})[leg] = order
+        if len(live) > self.max_live_per_phone:
+            # The oldest call still being set up goes first: a storm of INVITEs must not push
+            # out the phone's answered call (only when every live leg is answered does one go).
+            up = self._up.get(leg.phone, {})
+            victim = next((other for other in live if other not in up), next(iter(live)))
+            self._evict_leg(victim)
+
+    def _evict_leg(self, leg: Leg) -> None:
+        self._drop(leg)
+        self.evicted += 1
+        if leg.verified:
+            self._evicted.append(leg)
+
+    def _evict_call(self, call_id: str) -> None:
+        for leg in tuple(self._legs.get(call_id, ())):
+            self._evict_leg(leg)
+        self._legs.pop(call_id, None)
+
+    def take_evicted(self) -> list[Leg]:
+        """The verified legs evicted since the last call (their detector state is stale)."""
+        evicted, self._evicted = self._evicted, []
+        return evicted
 
     def _classify(self, leg: Leg) -> None:
         """A new outgoing call while another call of the phone is up is that call's consult."""
         best: Leg | None = None
-        for other in self._live.get(leg.phone, {}):
-            if other.state is not LegState.CONFIRMED or other.call_id == leg.call_id:
+        best_key = (False, 0.0, -1)
+        for other, order in self._up.get(leg.phone, {}).items():
+            if other.call_id == leg.call_id:
                 continue
             # The call just put on hold; else the latest active one (a stale leg whose BYE was
-            # missed has an old last_at).
-            if best is None or (other.held, other.last_at) >= (best.held, best.last_at):
-                best = other
+            # missed has an old last_at); on a tie, the one that went live last.
+            key = (other.held, other.last_at, order)
+            if best is None or key >= best_key:
+                best, best_key = other, key
         if best is not None:
             customer = best.customer_leg
             leg.role = LegRole.CONSULT
@@ -276,10 +338,10 @@ class DialogTracker:
                 continue  # not the phone's dialog: only its set-up and end matter
             elif method == "REFER":
                 if by_phone and leg.verified:
-                    on_refer(leg, msg, out)
+                    self.evicted += on_refer(leg, msg, out)
                     self._after_refer(out, now)
             elif method == "NOTIFY" and not by_phone and leg.verified:
-                on_notify(leg, msg, out)
+                self.evicted += on_notify(leg, msg, out)
 
     def _after_refer(self, out: list[DialogChange], now: float) -> None:
         """After a blind REFER the customer's number calling out is the leg to the target; after
@@ -356,7 +418,7 @@ class DialogTracker:
                 self._drop(leg)  # the PBX answered: this is its leg, not the phone's
                 return
             leg.verified = True
-            self._live.setdefault(leg.phone, {})[leg] = None
+            self._make_live(leg)
             out.append(LegStarted(leg))
         if code < 200:
             if leg.state is LegState.TRYING:
@@ -369,6 +431,9 @@ class DialogTracker:
         else:
             leg.phone_tag = to_tag
         _goto(leg, LegEvent.ANSWERED)
+        order = self._live.get(leg.phone, {}).get(leg)
+        if order is not None:
+            self._up.setdefault(leg.phone, {})[leg] = order
         out.append(LegAnswered(leg))
 
     # -- ending and expiry ---------------------------------------------------------------------
@@ -397,11 +462,12 @@ class DialogTracker:
         out.append(LegEnded(leg, prior, by_phone, cause, code, status, q850))
 
     def _unlive(self, leg: Leg) -> None:
-        live = self._live.get(leg.phone)
-        if live is not None:
-            live.pop(leg, None)
-            if not live:
-                del self._live[leg.phone]
+        for index in (self._live, self._up):
+            legs = index.get(leg.phone)
+            if legs is not None:
+                legs.pop(leg, None)
+                if not legs:
+                    del index[leg.phone]
 
     def _drop(self, leg: Leg) -> None:
         leg.removed = True
@@ -414,7 +480,12 @@ class DialogTracker:
                 del self._legs[leg.call_id]
 
     def _schedule(self, leg: Leg, deadline: float) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), leg))
+        heap = self._heap
+        if len(heap) > 2 * self._count + 4096:
+            # Entries of dropped (evicted) legs would wait for their deadline: shed them now.
+            heap[:] = [entry for entry in heap if not entry[2].removed]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._seq), leg))
 
     def _deadline(self, leg: Leg) -> float:
         if leg.state is LegState.TERMINATED and leg.ended_at is not None:
@@ -440,8 +511,9 @@ class DialogTracker:
         return min(times) if times else None
 
     def expire(self, now: float) -> list[Leg]:
-        """Drop legs past their linger or idle limit; returns the (verified) legs dropped."""
-        dropped: list[Leg] = []
+        """Drop legs past their linger or idle limit; returns the (verified) legs dropped, and
+        those evicted at a cap since :meth:`take_evicted` last ran."""
+        dropped: list[Leg] = self.take_evicted()
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, leg = heapq.heappop(heap)

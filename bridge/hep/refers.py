@@ -21,14 +21,25 @@ from bridge.hep.legs import (
 from bridge.model import ReferState, TransferKind
 from bridge.sip import SipMessage, SipParseError
 
-__all__ = ["on_notify", "on_refer", "on_refer_answer"]
+__all__ = ["MAX_REFERS", "on_notify", "on_refer", "on_refer_answer"]
+
+MAX_REFERS = 16  # REFERs remembered per dialog (a phone sends one or two)
 
 
-def on_refer(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
-    """The phone sent a REFER in ``leg``."""
+def _keep(refers: dict[str, ReferSubscription], refer: ReferSubscription) -> int:
+    """Add ``refer`` under its id; past :data:`MAX_REFERS` the oldest goes. Returns evictions."""
+    refers[refer.id] = refer
+    if len(refers) <= MAX_REFERS:
+        return 0
+    del refers[next(iter(refers))]
+    return 1
+
+
+def on_refer(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> int:
+    """The phone sent a REFER in ``leg``; returns how many older REFERs were evicted."""
     refer_to = msg.refer_to()
     if refer_to is None:
-        return
+        return 0
     try:
         refer_sub = msg.refer_sub()
     except SipParseError:
@@ -41,16 +52,17 @@ def on_refer(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
     if refer is None:
         refer = refers.pop("", None) or ReferSubscription(refer_id)
     elif refer.kind is not None:
-        return
+        return 0
     refer.id = refer_id
     refer.kind = _kind(leg, refer_to.replaces is not None)
     refer.consult_confirmed = refer.kind is TransferKind.ATTENDED and _consult_of(leg) is not None
     refer.target = refer_to.uri.user
     refer.replaces = refer_to.replaces
     refer.subscribed = refer_sub is not False
-    refers[refer_id] = refer
+    evicted = _keep(refers, refer)
     if not refer.final:
         out.append(ReferSent(leg, refer))
+    return evicted
 
 
 def _consult_of(leg: Leg) -> Leg | None:
@@ -98,18 +110,19 @@ def on_refer_answer(leg: Leg, msg: SipMessage, code: int, out: list[DialogChange
         out.append(ReferAnswered(leg, refer, code, line))
 
 
-def on_notify(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
-    """A NOTIFY to the phone in ``leg``; only ``Event: refer`` with a sipfrag matters."""
+def on_notify(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> int:
+    """A NOTIFY to the phone in ``leg``; only ``Event: refer`` with a sipfrag matters. Returns
+    how many older REFERs were evicted to make room for one the NOTIFY names."""
     event = msg.event()
     if event is None or event.package != "refer":
-        return
+        return 0
     frag = msg.sipfrag()
     sub_state = msg.header("subscription-state") or ""
-    refer = _refer_for(leg, event.id)
+    refer, evicted = _refer_for(leg, event.id)
     if sub_state.lstrip()[:10].lower() == "terminated":
         refer.active = False
     if frag is None or refer.final:
-        return
+        return evicted
     code = frag.status_code
     if code < 200:
         state = ReferState.TRYING
@@ -118,25 +131,25 @@ def on_notify(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> None:
     else:
         state = ReferState.FAILED
     if state is refer.state:
-        return
+        return evicted
     line = f"SIP/2.0 {code} {frag.reason}".rstrip()
     refer.state = state
     refer.sipfrag = line
     if state is not ReferState.TRYING:
         refer.active = False
     out.append(ReferNotified(leg, refer, code, line))
+    return evicted
 
 
-def _refer_for(leg: Leg, refer_id: str | None) -> ReferSubscription:
+def _refer_for(leg: Leg, refer_id: str | None) -> tuple[ReferSubscription, int]:
     """The REFER a NOTIFY reports on: by ``id``, else the latest open one, else a placeholder."""
     refers = leg.refers
     if refers is None:
         refers = leg.refers = {}
     if refer_id is not None and refer_id in refers:
-        return refers[refer_id]
+        return refers[refer_id], 0
     for refer in reversed(refers.values()):
         if not refer.final or refer_id is None:
-            return refer
+            return refer, 0
     placeholder = ReferSubscription(refer_id or "")
-    refers[placeholder.id] = placeholder
-    return placeholder
+    return placeholder, _keep(refers, placeholder)

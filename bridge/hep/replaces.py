@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from bridge.hep.legs import DialogChange, DialogReplaced, Leg
 from bridge.sip import ReplacesParams
 
-__all__ = ["ReplacingInvites"]
+__all__ = ["MAX_REPLACING", "ReplacingInvites"]
+
+MAX_REPLACING = 4096  # INVITEs with Replaces awaiting their answer; the oldest goes past this
 
 
 class ReplacingInvites:
@@ -23,6 +25,10 @@ class ReplacingInvites:
         self.window = window  # 64 x T1: the INVITE transaction's own limit
         self._by_call: dict[str, tuple[tuple[Leg, ...], float]] = {}
         self._order: deque[tuple[float, str]] = deque()
+        self.dropped = 0  # forgotten at the cap before their window ended
+
+    def __len__(self) -> int:
+        return len(self._by_call)
 
     def __bool__(self) -> bool:
         return bool(self._by_call)
@@ -37,6 +43,10 @@ class ReplacingInvites:
             deadline = now + self.window
             self._by_call[call_id] = (named, deadline)
             self._order.append((deadline, call_id))
+            while len(self._order) > MAX_REPLACING:
+                _, oldest = self._order.popleft()
+                if self._by_call.pop(oldest, None) is not None:
+                    self.dropped += 1
 
     def answered(self, call_id: str, out: list[DialogChange]) -> None:
         """A 2xx to INVITE ``call_id``: the dialogs it named are replaced."""

@@ -22,7 +22,9 @@ from bridge.uris import MIN_SUFFIX_DIGITS, digits, numbers_match, uri_of_header,
 __all__ = ["MAX_WATCHES", "CallerIndex", "TargetWatch", "TargetWatches", "caller", "q850_cause"]
 
 MAX_WATCHES = 4096  # open watches; the oldest is dropped (and counted) past this
+MAX_WATCHES_PER_NUMBER = 16  # open watches for one caller number (each new INVITE reads them all)
 MAX_CALLERS = 10_000  # remembered new INVITEs; the oldest is dropped (and counted) past this
+MAX_TARGET_LEGS = 16  # legs toward one call's transfer target; more are not taken (counted)
 
 
 class TargetWatch(NamedTuple):
@@ -50,10 +52,11 @@ class TargetWatches:
     def __init__(self) -> None:
         self._watches: deque[TargetWatch] = deque()
         self._by_key: dict[str, list[TargetWatch]] = {}
+        self._stale = 0  # entries of _watches already dropped from _by_key (per-number cap)
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._watches)
+        return len(self._watches) - self._stale
 
     def watch(self, number: str | None, call: Leg, phone: str, role: LegRole, until: float) -> None:
         """Take new INVITEs from caller ``number`` as legs toward ``call``'s transfer target."""
@@ -61,18 +64,26 @@ class TargetWatches:
             return
         watch = TargetWatch(number, call, phone, role, until)
         self._watches.append(watch)
-        self._by_key.setdefault(number_key(number), []).append(watch)
-        if len(self._watches) > MAX_WATCHES:
-            self._forget(self._watches.popleft())
+        same = self._by_key.setdefault(number_key(number), [])
+        same.append(watch)
+        if len(same) > MAX_WATCHES_PER_NUMBER:  # an INVITE storm from one number
+            del same[0]
+            self._stale += 1
+            self.dropped += 1
+        if len(self._watches) > MAX_WATCHES and self._forget(self._watches.popleft()):
             self.dropped += 1
 
-    def _forget(self, watch: TargetWatch) -> None:
+    def _forget(self, watch: TargetWatch) -> bool:
+        """Drop ``watch`` (just taken off the queue); False if the per-number cap had."""
         key = number_key(watch.number)
         same = self._by_key.get(key)
-        if same:
-            same.remove(watch)
-            if not same:
-                del self._by_key[key]
+        if same is None or not any(w is watch for w in same):
+            self._stale -= 1
+            return False
+        same.remove(watch)
+        if not same:
+            del self._by_key[key]
+        return True
 
     def legs_for(
         self,
@@ -109,6 +120,9 @@ class TargetWatches:
             if not numbers_match(number, watch.number):
                 continue
             if call.removed or any(leg.customer is call for leg in found):
+                continue
+            if call.targets is not None and len(call.targets) >= MAX_TARGET_LEGS:
+                self.dropped += 1  # an INVITE storm from the customer's number
                 continue
             found.append(_target_leg(msg, call_id, watch, now))
         return found

@@ -17,7 +17,12 @@ from bridge.hep.dialogs import DialogTracker
 from bridge.hep.directory import PhoneDirectory
 from bridge.sip import SipMessage, SipParseError, parse_message
 
-__all__ = ["SipTracker", "TrackerStats"]
+__all__ = ["MAX_CALL_ID", "MAX_PARTY_HEADER", "SipTracker", "TrackerStats"]
+
+# Longer than any real UA sends (Call-IDs are UUID-sized, From/To a few hundred bytes); a
+# message past either is dropped (counted `oversized`) before anything of it is kept.
+MAX_CALL_ID = 256
+MAX_PARTY_HEADER = 1024
 
 
 class TrackerStats(NamedTuple):
@@ -30,7 +35,8 @@ class TrackerStats(NamedTuple):
     dialogs: int  # legs tracked now
     dedupe_entries: int
     events: int  # phone events produced
-    evicted: int = 0  # target watches and remembered INVITEs dropped past their bound
+    evicted: int = 0  # entries of any table dropped past its cap (see `SipTracker.tables`)
+    oversized: int = 0  # Call-ID or From/To longer than any real UA sends: not kept
 
 
 class SipTracker:
@@ -67,6 +73,7 @@ class SipTracker:
         self._duplicates = 0
         self._unmatched = 0
         self._dropped = 0
+        self._oversized = 0
         self._events = 0
 
     def feed(self, msg: SipMessage, at: float, now: float | None = None) -> list[PhoneEvent]:
@@ -79,6 +86,9 @@ class SipTracker:
             if not dialogs.may_concern(msg):
                 self._unmatched += 1
                 return []
+            if _oversized(msg, dialogs):
+                self._oversized += 1
+                return []
             if self.dedup.seen(message_key(msg), now):
                 self._duplicates += 1
                 return []
@@ -86,6 +96,9 @@ class SipTracker:
         except SipParseError:
             self._dropped += 1
             return []
+        evicted = dialogs.take_evicted()
+        if evicted:
+            self.detector.forget(evicted)
         if not changes:
             return []
         events = self.detector.events(changes, at)
@@ -117,6 +130,17 @@ class SipTracker:
         self.dedup.expire(now)
         self.detector.forget(self.dialogs.expire(now))
 
+    def tables(self) -> dict[str, tuple[int, int]]:
+        """Every table the pipeline keeps: name -> (entries now, entries evicted at its cap)."""
+        dialogs = self.dialogs
+        return {
+            "dedup": (len(self.dedup), self.dedup.evicted),
+            "legs": (len(dialogs), dialogs.evicted),
+            "target_watches": (len(dialogs.targets), dialogs.targets.dropped),
+            "callers": (len(dialogs.callers), dialogs.callers.dropped),
+            "replacing": (len(dialogs.replacing), dialogs.replacing.dropped),
+        }
+
     @property
     def stats(self) -> TrackerStats:
         """A snapshot of the counters."""
@@ -128,5 +152,20 @@ class SipTracker:
             dialogs=len(self.dialogs),
             dedupe_entries=len(self.dedup),
             events=self._events,
-            evicted=self.dialogs.targets.dropped + self.dialogs.callers.dropped,
+            evicted=sum(evicted for _, evicted in self.tables().values()),
+            oversized=self._oversized,
         )
+
+
+def _oversized(msg: SipMessage, dialogs: DialogTracker) -> bool:
+    """A Call-ID, From or To no real UA sends: a peer trying to make the tables expensive.
+    From and To matter only in a request that may begin a dialog (a known Call-ID passed)."""
+    call_id = msg.call_id
+    if len(call_id) > MAX_CALL_ID:
+        return True
+    if not msg.is_request or dialogs.tracks(call_id):
+        return False
+    return (
+        len(msg.header("from") or "") > MAX_PARTY_HEADER
+        or len(msg.header("to") or "") > MAX_PARTY_HEADER
+    )

@@ -54,8 +54,18 @@ class HepSource:
         self._expiry: asyncio.Task[None] | None = None
 
     def health(self) -> dict[str, Any]:
-        """What /healthz shows."""
-        return self._health
+        """What /healthz shows: the listener's state, and while it listens the datagrams the
+        kernel dropped (`kernel_drops`) and what the SIP tracker holds and evicted."""
+        if self._health.get("status") != "listening":
+            return self._health
+        stats = self.tracker.stats
+        return {
+            **self._health,
+            "kernel_drops": self.listener.kernel_drops(),
+            "dialogs": stats.dialogs,
+            "evicted": stats.evicted,
+            "oversized": stats.oversized,
+        }
 
     def sync_phones(self, agents: Iterable[Agent]) -> None:
         """Watch exactly these agents' phones."""
@@ -105,15 +115,39 @@ def collect(sources: list[HepSource]) -> Iterator[Metric]:
     dialogs = GaugeMetricFamily(
         "transfer_bridge_sip_dialogs", "Dialogs tracked now", labels=["source"]
     )
+    entries = GaugeMetricFamily(
+        "transfer_bridge_hep_table_entries",
+        "Entries in each bounded table of the HEP pipeline",
+        labels=["source", "table"],
+    )
+    evictions = CounterMetricFamily(
+        "transfer_bridge_hep_table_evictions",
+        "Entries dropped because a table reached its cap",
+        labels=["source", "table"],
+    )
     for s in sources:
         st = s.listener.stats
         packets.add_metric([s.name, "sip"], st.sip)
         for reason, n in st.dropped.items():
             packets.add_metric([s.name, reason], n)
+        packets.add_metric([s.name, "kernel_dropped"], s.listener.kernel_drops())
         ts = s.tracker.stats
-        for outcome in ("messages", "duplicates", "unmatched", "dropped", "events", "evicted"):
+        for outcome in (
+            "messages",
+            "duplicates",
+            "unmatched",
+            "dropped",
+            "oversized",
+            "events",
+            "evicted",
+        ):
             sip.add_metric([s.name, outcome], getattr(ts, outcome))
         dialogs.add_metric([s.name], ts.dialogs)
+        for table, (size, evicted) in s.tracker.tables().items():
+            entries.add_metric([s.name, table], size)
+            evictions.add_metric([s.name, table], evicted)
     yield packets
     yield sip
     yield dialogs
+    yield entries
+    yield evictions

@@ -110,6 +110,11 @@ secret = "ami-secret"
                 "kind": "hep",
                 "status": "listening",
                 "listen": f"127.0.0.1:{hep_port}",
+                # what the HEP pipeline holds and dropped (nothing yet)
+                "kernel_drops": 0,
+                "dialogs": 0,
+                "evicted": 0,
+                "oversized": 0,
             }
             ami = health["sources"]["ami-0"]
             for _ in range(100):  # the first attempt fails at once: connection refused

@@ -6,6 +6,7 @@ them at every split point is panoramisk's recorded-stream idea without a transpo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,59 @@ def test_blank_lines_after_a_follows_header_count_toward_the_limit() -> None:
         for _ in range(100):
             parser.receive_data(FOLLOWS_HEAD if parser.buffered == 0 else b"\r\n" * 10)
             assert parser.next_event() is NEED_DATA
+
+
+# Issue 14 item 1: a peer's `Response: Follows` with tens of thousands of blank lines was
+# re-scanned from its start at every blank line (~30 s of event-loop CPU for 65 KB).
+BLANK_FLOOD = b"Asterisk Call Manager/9.0.0\r\nResponse: Follows\r\nx\n" + b"\n" * 65000
+BLANK_HEADERS = b"Asterisk Call Manager/9.0.0\r\n" + FOLLOWS_HEAD + b"\n" * 30000
+
+
+def _counting_lines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes handed to the framer's line splitter, the parser's unit of work."""
+    from bridge.ami import framing
+
+    seen: list[int] = []
+    real = framing._lines
+
+    def counting(block: bytes | bytearray) -> list[str]:
+        seen.append(len(block))
+        return real(block)
+
+    monkeypatch.setattr(framing, "_lines", counting)
+    return seen
+
+
+@pytest.mark.parametrize("head", [BLANK_FLOOD, BLANK_HEADERS], ids=["output", "headers"])
+@pytest.mark.parametrize("chunk", [0, 1, 4096], ids=["whole", "bytewise", "4k"])
+def test_blank_line_flood_in_follows_output_is_parsed_in_linear_work(
+    monkeypatch: pytest.MonkeyPatch, head: bytes, chunk: int
+) -> None:
+    seen = _counting_lines(monkeypatch)
+    data = head + b"--END COMMAND--\r\n\r\nEvent: After\r\n\r\n"
+    chunks = [data] if not chunk else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    started = time.process_time()
+    items = replay(chunks, max_message_size=128 * 1024)
+    cpu = time.process_time() - started
+    banner, response, event, closed = items
+    assert isinstance(banner, AmiBanner)
+    assert isinstance(response, AmiResponse) and response.response == "Follows"
+    assert response.output.count("") >= 29999
+    assert event == AmiEvent(name="After", fields=(("Event", "After"),))
+    assert isinstance(closed, AmiConnectionClosed)
+    # Linear: every byte goes through the line splitter a bounded number of times (it was
+    # once per blank line, i.e. 65,000 times), and the CPU bound is generous (was ~30 s).
+    assert sum(seen) <= 4 * len(data), sum(seen)
+    assert cpu < (5.0 if chunk == 1 else 1.0), cpu
+
+
+def test_blank_line_flood_is_refused_at_the_limit_after_linear_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _counting_lines(monkeypatch)
+    items = replay([BLANK_FLOOD + b"\n" * 70000])  # past the default 64 KiB, no END COMMAND
+    assert items[-1] == ("AmiMessageTooLarge", False)
+    assert sum(seen) <= 4 * len(BLANK_FLOOD), sum(seen)
 
 
 ALL_FIXTURES = ["blind_transfer", "attended_transfer", "command_output"]
