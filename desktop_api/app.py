@@ -27,7 +27,7 @@ from desktop_api.keys import (
 )
 from desktop_api.loop_lag import LoopLag
 from desktop_api.metrics import Metrics
-from desktop_api.middleware import AUTH_CACHE, api_middleware
+from desktop_api.middleware import api_middleware
 from desktop_api.routes import accounts, agents, deskphone, desktop, events, sessions, system
 from desktop_api.service import BridgeService
 from desktop_api.sources import running_sources
@@ -107,7 +107,6 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[OPENAPI] = load_openapi()
     app[HEALTH] = {}
-    app[AUTH_CACHE] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)
     hub = app[DEVICE_HUB] = DeviceHub()

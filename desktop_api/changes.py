@@ -26,15 +26,17 @@ class Subscriber:
 class ChangeHub:
     """In-process fan-out of committed session changes."""
 
-    def __init__(self, last_seq: int = 0) -> None:
-        self.last_seq = last_seq
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}  # account id -> its newest change cursor
         self._waiters: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
         self._subscribers: dict[str, set[Subscriber]] = {}
         self.closed = False
 
     def publish(self, seq: int, session: Session) -> None:
-        """A change is committed: wake its long-polls and queue it for its account's streams."""
-        self.last_seq = max(self.last_seq, seq)
+        """A change is committed: wake its long-polls and queue it for its account's streams.
+
+        `seq` is the account's own cursor (`bridge.store.Change`)."""
+        self.last[session.account_id] = max(self.last.get(session.account_id, 0), seq)
         for fut in self._waiters.pop((session.account_id, session.id), ()):
             if not fut.done():
                 fut.set_result(None)
@@ -64,6 +66,10 @@ class ChangeHub:
             # in a new set that later long-polls are waiting in.
             if not waiters and self._waiters.get((account_id, session_id)) is waiters:
                 del self._waiters[(account_id, session_id)]
+
+    def last_cursor(self, account_id: str) -> int:
+        """The account's newest change cursor (0: none yet)."""
+        return self.last.get(account_id, 0)
 
     def subscribe(self, account_id: str, agent_id: str | None) -> Subscriber:
         """Start receiving an account's changes."""

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.model import ID_PATTERN
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {"listen": "127.0.0.1:8080", "max_body_bytes": 65536},
     "store": {"url": "sqlite:///var/transfer-bridge.db", "keep_changes": 1_000_000},
@@ -24,8 +26,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 SOURCE_KINDS: dict[str, dict[str, type]] = {
-    "hep": {"listen": str, "password": str, "name": str, "match_user": bool},
+    "hep": {"listen": str, "password": str, "name": str, "match_user": bool, "account": str},
     "ami": {
+        "account": str,
         "host": str,
         "port": int,
         "username": str,
@@ -34,6 +37,7 @@ SOURCE_KINDS: dict[str, dict[str, type]] = {
         "call_id_variable": str,
     },
     "dialog": {
+        "account": str,
         "name": str,
         "pbx": str,
         "listen": str,
@@ -220,6 +224,9 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
                     raise ConfigError(f"unknown key sources.{kind}[{i}].{key}")
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     raise ConfigError(f"sources.{kind}[{i}].{key}: expected {want.__name__}")
+            account = entry.get("account")
+            if account is not None and not ID_PATTERN.fullmatch(account):
+                raise ConfigError(f"sources.{kind}[{i}].account: expected an account id")
         out[kind] = [dict(e) for e in entries]
     for i, entry in enumerate(out.get("ami", [])):
         for key in ("username", "secret"):

@@ -57,7 +57,6 @@ class Principal:
     account_id: str | None
 
 
-AUTH_CACHE: web.AppKey[dict[str, Principal]] = web.AppKey("auth_cache", dict)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 
@@ -93,7 +92,7 @@ def require_account(request: web.Request) -> str:
     return who.account_id
 
 
-def _resolve(app: web.Application, header: str) -> Principal | None:
+async def _resolve(app: web.Application, header: str) -> Principal | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -101,29 +100,20 @@ def _resolve(app: web.Application, header: str) -> Principal | None:
     admin_token = app[SETTINGS].admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(True, None)
-    account_id = app[SERVICE].account_for_token(token)
+    account_id = await app[SERVICE].account_for_token(token)
     return None if account_id is None else Principal(False, account_id)
 
 
-AUTH_CACHE_SIZE = 10_000
-
-
-def authenticate(request: web.Request) -> None:
+async def authenticate(request: web.Request) -> None:
     """Resolve the bearer token once per request; never log it.
 
-    Valid tokens are remembered (tokens are never revoked or changed while the bridge runs),
-    so the hash is not recomputed on every poll; the cache is bounded and starts over when full.
+    Account tokens are checked against the store on every request, through the registry's
+    short-lived cache (`service.registry.TOKEN_CACHE_SECONDS`) that a revocation clears: a
+    revoked or expired token is refused from the next request on.
     """
     header = request.headers.get("Authorization")
     if header:
-        cache = request.app[AUTH_CACHE]
-        who = cache.get(header)
-        if who is None:
-            who = _resolve(request.app, header)
-            if who is not None:
-                if len(cache) >= AUTH_CACHE_SIZE:
-                    cache.clear()
-                cache[header] = who
+        who = await _resolve(request.app, header)
         if who is not None:
             request[PRINCIPAL] = who
 
@@ -138,7 +128,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     route = request.match_info.route.resource
     route_name = route.canonical if route is not None else "unmatched"
     try:
-        authenticate(request)
+        await authenticate(request)
         response = await handler(request)
     except TransferNotAllowed as exc:
         extra = {"state": exc.state} if exc.state is not None else {}

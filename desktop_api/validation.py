@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import InvalidInput
 from bridge.model import ID_PATTERN
 
 MAX_TEXT = 200
+# Text must hold at least one character that is neither white space nor a control character;
+# openapi.yaml's `Text` pattern is this same expression.
+VISIBLE = re.compile(r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]")
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -64,8 +69,8 @@ def text(
     where = f"{pointer}/{key}"
     if not isinstance(value, str):
         raise InvalidInput("invalid_field", f"{key!r} must be a string", field=where)
-    if not value.strip():
-        raise InvalidInput("invalid_field", f"{key!r} must not be empty", field=where)
+    if not VISIBLE.search(value):
+        raise InvalidInput("invalid_field", f"{key!r} must hold a visible character", field=where)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -124,3 +129,34 @@ def choice(
             code, f"{key!r} must be one of: {', '.join(allowed)}", field=f"{pointer}/{key}"
         )
     return value
+
+
+MAX_TIME = "9999-12-31T23:59:59.999Z"
+
+
+def future_time(obj: dict[str, Any], key: str, pointer: str, now: str) -> str:
+    """An RFC 3339 time with an offset, later than `now`, as UTC in the clock's own form
+    (`2026-11-25T11:05:42.123Z`), so stored times compare as text."""
+    value = text(obj, key, pointer, max_len=40)
+    assert value is not None
+    where = f"{pointer}/{key}"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        raise InvalidInput(
+            "invalid_field", f"{key!r} must be an RFC 3339 time with an offset", field=where
+        )
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None:
+        raise InvalidInput("invalid_field", f"{key!r} is out of range", field=where)
+    stamp = utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if not stamp <= MAX_TIME or len(stamp) != len(MAX_TIME):
+        raise InvalidInput("invalid_field", f"{key!r} is out of range", field=where)
+    if stamp <= now:
+        raise InvalidInput("invalid_field", f"{key!r} must be in the future", field=where)
+    return stamp

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 
@@ -78,11 +77,11 @@ async def events(request: web.Request) -> web.StreamResponse:
             )
         cursor = int(raw_cursor)
     service = request.app[SERVICE]
-    if cursor is not None and cursor > service.hub.last_seq:
+    if cursor is not None and cursor > service.hub.last_cursor(account_id):
         # A cursor from another store (or a rebuilt one): skipping events up to it would lose
         # changes, so start over with the current state instead.
         cursor = None
-    if cursor is not None and cursor + 1 < await service.first_change_seq():
+    if cursor is not None and cursor + 1 < await service.first_change_seq(account_id):
         # Older than the retained feed ([store] keep_changes): what came between is gone, so
         # start over with the current state of the open sessions, as a new stream would.
         log.info("sse_cursor_pruned", account_id=account_id, cursor=cursor)
@@ -94,9 +93,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         async with sse_response(request, ping_interval=PING_SECONDS) as stream:
 
             async def send(seq: int, session: Session) -> None:
-                await stream.send(json.dumps(service.view(session)), id=str(seq), event="session")
+                # view_bytes: one encoding per open session version, shared by every stream.
+                data = service.view_bytes(session).decode()
+                await stream.send(data, id=str(seq), event="session")
 
-            sent = service.hub.last_seq if cursor is None else cursor
+            sent = service.hub.last_cursor(account_id) if cursor is None else cursor
             if cursor is None:
                 for session in await service.open_sessions(account_id, agent_id):
                     await send(sent, session)
