@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any
 
 import structlog
@@ -55,3 +56,35 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class RateLimited:
+    """At most one log line per key every `every` seconds; the lines held back are counted.
+
+    `allow(key)` answers None (hold this one back) or how many were held back since the last
+    line for that key. At most `max_keys` keys are remembered (the table starts over when full),
+    so a flood of distinct keys costs bounded memory, never unbounded log.
+    """
+
+    def __init__(
+        self,
+        every: float = 10.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every = every
+        self.max_keys = max_keys
+        self._clock = clock
+        self._keys: dict[Hashable, tuple[float, int]] = {}  # key -> (last line at, held back)
+
+    def allow(self, key: Hashable) -> int | None:
+        """Whether to write a line for `key` now (and how many were held back) or not (None)."""
+        now = self._clock()
+        seen = self._keys.get(key)
+        if seen is not None and now - seen[0] < self.every:
+            self._keys[key] = (seen[0], seen[1] + 1)
+            return None
+        if seen is None and len(self._keys) >= self.max_keys:
+            self._keys.clear()
+        self._keys[key] = (now, 0)
+        return 0 if seen is None else seen[1]
