@@ -49,17 +49,26 @@ class ChangeHub:
                 # A stream that cannot keep up is cut; the client resumes with Last-Event-ID.
                 sub.overflowed = True
 
-    async def wait(self, account_id: str, session_id: str, seconds: float) -> None:
-        """Return on the session's next change, on shutdown, or after `seconds`."""
+    async def wait(
+        self,
+        account_id: str,
+        session_id: str,
+        seconds: float,
+        gone: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Return on the session's next change, on shutdown, after `seconds`, or as soon as
+        `gone` (the client's connection lost) resolves."""
         if self.closed:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault((account_id, session_id), set())
         waiters.add(fut)
         try:
-            await asyncio.wait_for(fut, seconds)
-        except TimeoutError:
-            pass
+            await asyncio.wait(
+                {fut} if gone is None else {fut, gone},
+                timeout=seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             waiters.discard(fut)
             # Only drop the set if it is still the registered one: publish() may have swapped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "body_too_large",
 }
 
@@ -118,6 +120,20 @@ async def authenticate(request: web.Request) -> None:
             request[PRINCIPAL] = who
 
 
+class SlowBody(Exception):
+    """The body did not arrive within `http.body_timeout`."""
+
+
+async def _read_body(request: web.Request) -> None:
+    """Read the whole body now, bounded in time: a body trickled in slowly would hold the
+    handler (and its connection) forever. aiohttp keeps it; the route's read() returns it."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout):
+            await request.read()
+    except TimeoutError:
+        raise SlowBody() from None
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate, map every error to the JSON shape once, count and time every request.
@@ -128,6 +144,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     route = request.match_info.route.resource
     route_name = route.canonical if route is not None else "unmatched"
     try:
+        if request.body_exists:
+            await _read_body(request)
         await authenticate(request)
         response = await handler(request)
     except TransferNotAllowed as exc:
@@ -147,6 +165,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = error_response(401, "unauthorized", "a valid bearer token is required")
     except Forbidden as exc:
         response = error_response(403, "forbidden", str(exc))
+    except SlowBody:
+        response = error_response(408, "request_timeout", "the request body came too slowly")
+        response.force_close()
     except web.HTTPRequestEntityTooLarge as exc:
         response = error_response(413, "body_too_large", exc.text or "the body is too large")
     except web.HTTPException as exc:

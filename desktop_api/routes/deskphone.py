@@ -333,11 +333,20 @@ async def device_command(request: web.Request) -> web.Response:
         )
     if not device.ip:
         return error_response(409, "no_device", "the device has no ip to send the command to")
+    settings = request.app[SETTINGS].deskphones
     try:
-        req = remote.build_request(vendor, device.ip, command)
+        req = remote.build_request(vendor, device.ip, command, settings.remote_scheme)
     except ValueError as exc:
         return error_response(409, "no_device", str(exc))
-    settings = request.app[SETTINGS].deskphones
+    # The address is the tenant's to write; the phones' login is the operator's. It goes only
+    # to addresses the operator allowed, and by default only over HTTPS.
+    if not remote.address_allowed(req.url, settings.remote_allow):
+        log.warning("device_command_refused", agent_id=agent.id, reason="address_not_allowed")
+        return error_response(
+            409,
+            "address_not_allowed",
+            "the phone's address is not an IP inside [deskphones] remote_allow",
+        )
     creds = None
     if settings.remote_username:
         creds = remote.Credentials(settings.remote_username, settings.remote_password)

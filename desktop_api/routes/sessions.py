@@ -12,6 +12,7 @@ from bridge.model import Action, CallState, Customer, SessionStatus
 from desktop_api import validation as v
 from desktop_api.keys import SERVICE
 from desktop_api.middleware import require_account
+from desktop_api.server import client_gone
 
 routes = web.RouteTableDef()
 MAX_WAIT = 60.0
@@ -115,7 +116,7 @@ async def get_session(request: web.Request) -> web.Response:
         and session.version <= version
         and session.status is not SessionStatus.ENDED
     ):
-        await service.hub.wait(account_id, session_id, wait)
+        await service.hub.wait(account_id, session_id, wait, client_gone(request))
         session = await service.get_session(account_id, session_id)
     elif wait is None and _etag_matches(request.headers.get("If-None-Match"), session.version):
         return web.Response(status=304, headers={"ETag": f'"{session.version}"'})

@@ -20,7 +20,7 @@ DEVICE_PATHS = ("/v1/devices/", "/device-urls", "/device-commands")
 
 @pytest.fixture
 async def bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    deskphones = DeskphoneSettings(device_key="k", allow=("127.0.0.1/32",))
+    deskphones = DeskphoneSettings(device_key="k", allow=("127.0.0.1/32",), remote_scheme="http")
     settings = dataclasses.replace(settings_for(tmp_path, ADMIN), deskphones=deskphones)
     async with running_bridge(settings) as running:
         yield running
