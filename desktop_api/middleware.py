@@ -27,6 +27,7 @@ STATUS_BY_CODE = {
     "already_exists": 409,
     "phone_in_use": 409,
     "unknown_agent": 422,
+    "already_expired": 422,
 }
 
 HTTP_CODES = {

@@ -73,7 +73,13 @@ COVERS: dict[str, Cover] = {
             (ACCOUNT + "/tokens/{token_id}", "delete"),
         ),
         kinds=frozenset(
-            {(400, "unknown_field"), (400, "invalid_field"), (403, "forbidden"), (404, "not_found")}
+            {
+                (400, "unknown_field"),
+                (400, "invalid_field"),
+                (403, "forbidden"),
+                (404, "not_found"),
+                (422, "already_expired"),
+            }
         ),
     ),
     "agents": Cover(

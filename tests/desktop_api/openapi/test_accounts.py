@@ -99,7 +99,7 @@ async def test_account_tokens(checker: Checker, admin: ApiClient, anon: ApiClien
     await c.call(anon, "POST", "/v1/accounts/acme/tokens", expect=401, request_ok=False)
     await c.call(api, "POST", "/v1/accounts/acme/tokens", expect=403, code="forbidden")
     await c.call(admin, "POST", "/v1/accounts/acme/tokens", HUGE, expect=413, request_ok=False)
-    for when in ("2001-01-01T00:00:00Z", "tomorrow", "2099-01-01T00:00:00"):
+    for when in ("tomorrow", "2099-01-01T00:00:00", "2099-13-01T00:00:00Z"):
         await c.call(
             admin,
             "POST",
@@ -109,6 +109,14 @@ async def test_account_tokens(checker: Checker, admin: ApiClient, anon: ApiClien
             code="invalid_field",
             request_ok=None,
         )
+    await c.call(
+        admin,
+        "POST",
+        "/v1/accounts/acme/tokens",
+        {"expires_at": "2001-01-01T00:00:00Z"},
+        expect=422,
+        code="already_expired",
+    )
     r = await c.call(
         admin, "POST", "/v1/accounts/acme/tokens", {"expires_at": "2099-01-01T01:00:00+01:00"}
     )
