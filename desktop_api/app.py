@@ -24,6 +24,7 @@ from desktop_api.keys import (
     SERVICE,
     SETTINGS,
     SOURCES,
+    SSE_SNAPSHOTS,
 )
 from desktop_api.loop_lag import LoopLag
 from desktop_api.metrics import Metrics
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[OPENAPI] = load_openapi()
     app[HEALTH] = {}
+    app[SSE_SNAPSHOTS] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)
     hub = app[DEVICE_HUB] = DeviceHub()

@@ -133,7 +133,10 @@ class BridgeRunner(web.AppRunner):
     ) -> None:
         # keepalive_timeout is aiohttp's timer for "no request head yet": it runs from the
         # connection's start and after each response, and closes only an idle handler.
-        super().__init__(app, keepalive_timeout=idle_timeout, **kwargs)
+        # lingering_time: after answering a request whose body did not all arrive (408, 413),
+        # aiohttp reads on for this long before closing; its default of 10 s lets a client that
+        # dribbles a body hold the connection on.
+        super().__init__(app, keepalive_timeout=idle_timeout, lingering_time=1.0, **kwargs)
         self.max_connections = connection_limit(max_connections)
 
     async def _make_server(self) -> Server:

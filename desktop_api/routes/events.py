@@ -13,7 +13,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from bridge.errors import InvalidInput
 from bridge.model import ID_PATTERN, Session
 from desktop_api.changes import Subscriber
-from desktop_api.keys import METRICS, SERVICE
+from desktop_api.keys import METRICS, SERVICE, SSE_SNAPSHOTS
 from desktop_api.middleware import require_account
 
 log = structlog.get_logger("transfer_bridge.events")
@@ -48,6 +48,35 @@ async def _follow(
             sent = seq
     finally:
         gone.cancel()
+
+
+SNAPSHOTS_KEPT = 10_000
+
+
+def _event(cursor: int, body: bytes) -> bytes:
+    """One event as aiohttp_sse writes it (the JSON body holds no line break)."""
+    return b"id: %d\r\nevent: session\r\ndata: %s\r\n\r\n" % (cursor, body)
+
+
+async def _snapshot(
+    request: web.Request, account_id: str, agent_id: str | None, cursor: int
+) -> bytes:
+    """Every open session of the account (of one agent), as events at `cursor`, encoded once
+    for all the streams that open while the cursor stays the same: a thousand desktops
+    connecting at once cost one encoding, not a thousand."""
+    snapshots = request.app[SSE_SNAPSHOTS]
+    key = (account_id, agent_id)
+    cached = snapshots.get(key)
+    if cached is not None and cached[0] == cursor:
+        return cached[1]
+    service = request.app[SERVICE]
+    sessions = await service.open_sessions(account_id, agent_id)
+    payload = b"".join(_event(cursor, service.view_bytes(s)) for s in sessions)
+    if service.hub.last_cursor(account_id) == cursor:  # nothing changed meanwhile
+        if len(snapshots) >= SNAPSHOTS_KEPT:
+            snapshots.clear()
+        snapshots[key] = (cursor, payload)
+    return payload
 
 
 @routes.get("/v1/events")
@@ -99,8 +128,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
             sent = service.hub.last_cursor(account_id) if cursor is None else cursor
             if cursor is None:
-                for session in await service.open_sessions(account_id, agent_id):
-                    await send(sent, session)
+                await stream.write(await _snapshot(request, account_id, agent_id, sent))
             else:
                 while True:
                     page = await service.changes_after(account_id, sent, REPLAY_PAGE)
