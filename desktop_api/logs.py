@@ -7,6 +7,7 @@ stays one JSON object per line whatever wrote it.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Hashable, MutableMapping
@@ -15,11 +16,22 @@ from typing import Any
 import structlog
 
 SECRET_KEYS = frozenset({"token", "admin_token", "secret", "password", "authorization"})
+# Secrets inside text (a library's message or traceback quoting a request): a bearer token, a
+# device's `key=`, a `password=`/`secret=` pair. The value is replaced, the rest kept.
+SECRET_TEXT = re.compile(r"(?i)(bearer[ \t]+|[?&;\s]key=|password=|secret=)[^\s&;'\"\\]+")
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SECRET_KEYS & event.keys():
         event[key] = "***"
+    return event
+
+
+def scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask secrets quoted inside any text of the record (runs after tracebacks are rendered)."""
+    for key, value in event.items():
+        if isinstance(value, str) and SECRET_TEXT.search(value):
+            event[key] = SECRET_TEXT.sub(r"\1***", value)
     return event
 
 
@@ -35,7 +47,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
         _redact,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, scrub, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -49,6 +61,7 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                scrub,
                 renderer,
             ],
         )

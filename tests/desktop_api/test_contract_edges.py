@@ -144,3 +144,18 @@ async def test_a_long_poll_ends_when_its_client_leaves(
         await asyncio.gather(*polls, return_exceptions=True)
     await asyncio.sleep(0.3)
     assert bridge.service.hub.counts()[0] == 0
+
+
+def test_secrets_quoted_inside_log_text_are_masked() -> None:
+    from desktop_api.logs import scrub
+
+    event = {
+        "event": "Error handling request",
+        "exception": "BadHttpMessage: b'GET /v1/devices/a/poly?key=ABCDEF234567 HTTP/1.1\\r\\n"
+        "Authorization: Bearer tb_secret-token\\x01'",
+        "n": 3,
+    }
+    out = scrub(None, "warning", dict(event))
+    assert "ABCDEF234567" not in out["exception"] and "tb_secret-token" not in out["exception"]
+    assert "key=***" in out["exception"] and "Bearer ***" in out["exception"]
+    assert out["n"] == 3 and out["event"] == event["event"]
