@@ -100,6 +100,8 @@ async def _resolve(app: web.Application, header: str) -> Principal | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
+    if not (token.isascii() and token.isprintable()):
+        return None  # tokens are printable ASCII; raw non-UTF-8 bytes arrive as surrogates
     admin_token = app[SETTINGS].admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(True, None)

@@ -159,3 +159,14 @@ def test_secrets_quoted_inside_log_text_are_masked() -> None:
     assert "ABCDEF234567" not in out["exception"] and "tb_secret-token" not in out["exception"]
     assert "key=***" in out["exception"] and "Bearer ***" in out["exception"]
     assert out["n"] == 3 and out["event"] == event["event"]
+
+
+async def test_a_token_that_is_not_utf8_is_401_not_500(bridge: RunningBridge) -> None:
+    host, port = bridge.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET /v1/agents/a-7 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tb_\xff\xfe\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401"), head

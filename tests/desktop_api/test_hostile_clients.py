@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import random
 import statistics
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -324,3 +327,68 @@ async def test_a_crowd_beyond_the_descriptor_limit_is_refused_quietly(tmp_path: 
         async with aiohttp.ClientSession() as http:
             api = ApiClient(http, bridge.url, token)
             assert (await api.get("/v1/sessions/s-1")).status == 200
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    """One to four random byte edits: flip, insert (often a control byte), delete, duplicate."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(out) + 1)
+        kind = rng.randrange(4)
+        if kind == 0 and at < len(out):
+            out[at] = rng.randrange(256)
+        elif kind == 1:
+            out[at:at] = bytes([rng.choice((0, 1, 10, 13, 32, 58, 127, 255, rng.randrange(256)))])
+        elif kind == 2 and at < len(out):
+            del out[at]
+        else:
+            out[at:at] = out[at : at + rng.randint(1, 40)]
+    return bytes(out)
+
+
+async def test_mutated_requests_never_get_a_5xx_and_never_leak(bridge: BridgeProc) -> None:
+    """Thousands of byte-mutated copies of real requests (a device's with its key, the
+    desktop's with its token): each answer is JSON when it is an error, never a 5xx, and no
+    key or token reaches the log. FUZZ_REQUESTS sets how many (default 2000)."""
+    token, key = await setup_tenant(bridge)
+    seeds = [
+        f"GET /v1/devices/acme/yealink/incoming_call?mac={MAC}&call_id=1&remote=9&key={key} "
+        "HTTP/1.1\r\nHost: x\r\n\r\n",
+        f"GET /v1/sessions/s-1?wait=0&version=1 HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n",
+        f"POST /v1/sessions/s-1/transfer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 18\r\n\r\n{"action": "open"}',
+        f"POST /v1/devices/acme/poly?key={key} HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n"
+        "<PolycomIPPhone><IncomingCallEvent/></PolycomIPPhone>      ",
+    ]
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "14")))
+    total = int(os.environ.get("FUZZ_REQUESTS", "2000"))
+    statuses: Counter[int] = Counter()
+    semaphore = asyncio.Semaphore(50)
+
+    async def one(data: bytes) -> None:
+        async with semaphore:
+            try:
+                raw = await raw_exchange(bridge.port, data, within=5)
+            except (ConnectionError, TimeoutError):
+                statuses[0] += 1
+                return
+        if not raw:
+            statuses[0] += 1  # closed without an answer (an idle head, cut after idle_timeout)
+            return
+        status, headers, body = split_response(raw)
+        statuses[status] += 1
+        assert status < 500, (data, raw[:400])
+        if status >= 400:
+            assert headers.get("content-type", "").startswith("application/json"), raw[:400]
+            assert set(json.loads(body)["error"]) == {"code", "message", "field"}
+
+    started = rss_kib(bridge)
+    async with measured(bridge, token, f"{total} mutated requests"):
+        await asyncio.gather(*(one(mutate(rng, rng.choice(seeds).encode())) for _ in range(total)))
+    text = bridge.log_text()
+    assert key not in text and token not in text, "a secret reached the log"
+    lines = len(text.splitlines())
+    grown = rss_kib(bridge) - started
+    print(f"mutated: {dict(sorted(statuses.items()))}, {lines} log lines, RSS +{grown} KiB")
+    assert lines < total / 4, "the log grows with every refused request"
