@@ -134,6 +134,12 @@ def _keyed_device(
     return found
 
 
+def _query_key(request: web.Request) -> str | None:
+    """The `key=` of the URL; a key is printable ASCII, anything else is no key."""
+    key = request.query.get("key")
+    return key if key and key.isascii() and key.isprintable() else None
+
+
 def _key_fits(request: web.Request, account_id: str, identity: str, key: str | None) -> bool:
     secret = derive_secret(request.app[SETTINGS].deskphones.device_key, account_id, identity)
     return bool(key) and secret_matches(secret, key or "")
@@ -216,7 +222,7 @@ async def _action_url(
         return _unknown_event(request, vendor)
     mac, ip = _query_device(request)
     account_id = request.match_info["account_id"]
-    key = request.query.get("key")
+    key = _query_key(request)
     found = _named_device(request, account_id, vendor, mac, ip)
     # The key is checked whether or not the device is known, so both take the same time.
     fits = _key_fits(request, account_id, found[1] if found else mac or ip or "", key)
@@ -247,7 +253,7 @@ async def poly_event(request: web.Request) -> web.Response:
         return refused
     # Account, device and key first: the body is parsed only for a device that proved itself.
     account_id = request.match_info["account_id"]
-    found = _keyed_device(request, account_id, poly.VENDOR, request.query.get("key"))
+    found = _keyed_device(request, account_id, poly.VENDOR, _query_key(request))
     if found is None:
         return _refuse_device(request, poly.VENDOR, "unknown_device_or_wrong_key")
     agent, identity = found
