@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -28,7 +29,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from desktop_api.keys import METRICS
 from desktop_api.logs import RateLimited
 from desktop_api.middleware import HTTP_CODES, error_response
 
@@ -141,7 +145,7 @@ class BridgeRunner(web.AppRunner):
 
     async def _make_server(self) -> Server:
         plain = await super()._make_server()
-        return BridgeServer(
+        server = BridgeServer(
             plain.request_handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
@@ -149,6 +153,27 @@ class BridgeRunner(web.AppRunner):
             max_connections=self.max_connections,
             **plain._kwargs,
         )
+        self.app[METRICS].registry.register(ConnectionCollector(server))
+        return server
+
+
+class ConnectionCollector(Collector):
+    """`transfer_bridge_http_connections` and `..._connections_refused`, read at scrape time."""
+
+    def __init__(self, server: BridgeServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        """Open connections, and connections closed at once for being over the cap."""
+        open_now = GaugeMetricFamily("transfer_bridge_http_connections", "Open HTTP connections")
+        open_now.add_metric([], len(self.server.connections))
+        yield open_now
+        refused = CounterMetricFamily(
+            "transfer_bridge_http_connections_refused",
+            "HTTP connections closed at once: over http.max_connections",
+        )
+        refused.add_metric([], self.server.refused)
+        yield refused
 
 
 def client_gone(request: web.Request) -> asyncio.Future[None]:

@@ -327,6 +327,14 @@ async def test_a_crowd_beyond_the_descriptor_limit_is_refused_quietly(tmp_path: 
         async with aiohttp.ClientSession() as http:
             api = ApiClient(http, bridge.url, token)
             assert (await api.get("/v1/sessions/s-1")).status == 200
+            async with http.get(bridge.url + "/metrics") as r:
+                metrics = await r.text()
+        [line] = [
+            ln
+            for ln in metrics.splitlines()
+            if ln.startswith("transfer_bridge_http_connections_refused")
+        ]
+        assert float(line.split()[1]) > 0, "the cap was never reached: the case tests nothing"
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
