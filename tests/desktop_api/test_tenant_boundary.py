@@ -266,7 +266,7 @@ async def test_every_route_refuses_every_bad_credential_and_leaks_nothing(
     revoked_id = r.body["id"]
     revoked = r.body["token"]
     assert (await admin.call("DELETE", f"/v1/accounts/acme/tokens/{revoked_id}")).status == 200
-    FILL["token_id"] = revoked_id
+    fill = {**FILL, "token_id": revoked_id}
     before = await acme_state(tenant.api)
     credentials = {
         "none": None,
@@ -281,7 +281,7 @@ async def test_every_route_refuses_every_bad_credential_and_leaks_nothing(
     tried = 0
     async with aiohttp.ClientSession() as http:
         for method, path in routes:
-            url = bridge.url + path.format(**FILL)
+            url = bridge.url + path.format(**fill)
             body = BODIES.get(f"{method} {path}")
             for name, header in credentials.items():
                 headers = {"Authorization": header} if header else {}
