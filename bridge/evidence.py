@@ -109,13 +109,16 @@ class PhoneEvent:
     """Evidence about a call of an agent's phone, before it is tied to a session.
 
     `phone` is the phone's SIP URI (or its key), `call_id` the SIP Call-ID of the agent's leg
-    with the customer, `remote` the customer's number as the phone sees it.
+    with the customer, `remote` the customer's number as the phone sees it. `account_id` is the
+    account that owns the source which saw it (None: a source not tied to one account); the
+    evidence reaches that account's agents only.
     """
 
     phone: str
     evidence: PhoneEvidence
     call_id: str | None = None
     remote: str | None = None
+    account_id: str | None = None
 
 
 def describe(observation: Observation) -> dict[str, str | None]:

@@ -24,11 +24,13 @@ from desktop_api.keys import (
     SERVICE,
     SETTINGS,
     SOURCES,
+    SSE_SNAPSHOTS,
 )
 from desktop_api.loop_lag import LoopLag
 from desktop_api.metrics import Metrics
-from desktop_api.middleware import AUTH_CACHE, api_middleware
+from desktop_api.middleware import api_middleware
 from desktop_api.routes import accounts, agents, deskphone, desktop, events, sessions, system
+from desktop_api.server import limit_loop_errors
 from desktop_api.service import BridgeService
 from desktop_api.sources import running_sources
 from desktop_api.sources.deskphone import DeviceCollector, DeviceHub
@@ -65,6 +67,7 @@ async def _prune_changes(service: BridgeService, keep: int) -> None:
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    limit_loop_errors(asyncio.get_running_loop())
     store = open_store(settings.store_url)
     service = BridgeService(store, app[METRICS])
     await service.start()
@@ -107,7 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[OPENAPI] = load_openapi()
     app[HEALTH] = {}
-    app[AUTH_CACHE] = {}
+    app[SSE_SNAPSHOTS] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)
     hub = app[DEVICE_HUB] = DeviceHub()

@@ -26,15 +26,17 @@ class Subscriber:
 class ChangeHub:
     """In-process fan-out of committed session changes."""
 
-    def __init__(self, last_seq: int = 0) -> None:
-        self.last_seq = last_seq
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}  # account id -> its newest change cursor
         self._waiters: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
         self._subscribers: dict[str, set[Subscriber]] = {}
         self.closed = False
 
     def publish(self, seq: int, session: Session) -> None:
-        """A change is committed: wake its long-polls and queue it for its account's streams."""
-        self.last_seq = max(self.last_seq, seq)
+        """A change is committed: wake its long-polls and queue it for its account's streams.
+
+        `seq` is the account's own cursor (`bridge.store.Change`)."""
+        self.last[session.account_id] = max(self.last.get(session.account_id, 0), seq)
         for fut in self._waiters.pop((session.account_id, session.id), ()):
             if not fut.done():
                 fut.set_result(None)
@@ -47,23 +49,36 @@ class ChangeHub:
                 # A stream that cannot keep up is cut; the client resumes with Last-Event-ID.
                 sub.overflowed = True
 
-    async def wait(self, account_id: str, session_id: str, seconds: float) -> None:
-        """Return on the session's next change, on shutdown, or after `seconds`."""
+    async def wait(
+        self,
+        account_id: str,
+        session_id: str,
+        seconds: float,
+        gone: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Return on the session's next change, on shutdown, after `seconds`, or as soon as
+        `gone` (the client's connection lost) resolves."""
         if self.closed:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault((account_id, session_id), set())
         waiters.add(fut)
         try:
-            await asyncio.wait_for(fut, seconds)
-        except TimeoutError:
-            pass
+            await asyncio.wait(
+                {fut} if gone is None else {fut, gone},
+                timeout=seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             waiters.discard(fut)
             # Only drop the set if it is still the registered one: publish() may have swapped
             # in a new set that later long-polls are waiting in.
             if not waiters and self._waiters.get((account_id, session_id)) is waiters:
                 del self._waiters[(account_id, session_id)]
+
+    def last_cursor(self, account_id: str) -> int:
+        """The account's newest change cursor (0: none yet)."""
+        return self.last.get(account_id, 0)
 
     def subscribe(self, account_id: str, agent_id: str | None) -> Subscriber:
         """Start receiving an account's changes."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,8 +13,9 @@ from aiohttp import web
 
 from desktop_api import qa
 from desktop_api.app import create_app
-from desktop_api.config import ConfigError, load_settings
+from desktop_api.config import ConfigError, Settings, load_settings
 from desktop_api.logs import configure_logging
+from desktop_api.server import BridgeRunner
 
 log = structlog.get_logger("transfer_bridge.cli")
 
@@ -41,16 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             "no_admin_token",
             hint="set TRANSFER_BRIDGE_ADMIN_TOKEN; admin endpoints refuse every request",
         )
-    # run_app handles SIGINT and SIGTERM: in-flight requests finish, cleanup_ctx closes the store.
+    # SIGINT and SIGTERM end serve(): in-flight requests finish, cleanup_ctx closes the store.
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=None,
-            shutdown_timeout=10.0,
-        )
+        run(settings)
     except OSError as exc:
         print(
             f"transfer-bridge: http.listen: cannot listen on {settings.host}:{settings.port}: "
@@ -59,6 +55,48 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     return 0
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until cancelled or signalled (`web.run_app`, with the project's own server)."""
+    runner = BridgeRunner(
+        create_app(settings),
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+        access_log=None,
+        handle_signals=True,
+        shutdown_timeout=10.0,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        await asyncio.Event().wait()  # until cancelled (a signal raises GracefulExit)
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: Settings) -> None:
+    """Run `serve` on a new loop until SIGINT or SIGTERM, then shut down cleanly."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main_task = loop.create_task(serve(settings))
+    try:
+        loop.run_until_complete(main_task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main_task.done():
+                main_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main_task)
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
 
 if __name__ == "__main__":

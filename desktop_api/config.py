@@ -10,8 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.model import ID_PATTERN
+
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "http": {"listen": "127.0.0.1:8080", "max_body_bytes": 65536},
+    "http": {
+        "listen": "127.0.0.1:8080",
+        "max_body_bytes": 65536,
+        "idle_timeout": 15,
+        "body_timeout": 15,
+        "max_connections": 1000,
+    },
     "store": {"url": "sqlite:///var/transfer-bridge.db", "keep_changes": 1_000_000},
     "auth": {"admin_token": ""},
     "log": {"format": "json", "level": "info"},
@@ -21,11 +29,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "public_url": "",
         "remote_username": "",
         "remote_password": "",
+        "remote_allow": ["127.0.0.1/32", "::1/128"],
+        "remote_scheme": "https",
     },
 }
 SOURCE_KINDS: dict[str, dict[str, type]] = {
-    "hep": {"listen": str, "password": str, "name": str, "match_user": bool},
+    "hep": {"listen": str, "password": str, "name": str, "match_user": bool, "account": str},
     "ami": {
+        "account": str,
         "host": str,
         "port": int,
         "username": str,
@@ -34,6 +45,7 @@ SOURCE_KINDS: dict[str, dict[str, type]] = {
         "call_id_variable": str,
     },
     "dialog": {
+        "account": str,
         "name": str,
         "pbx": str,
         "listen": str,
@@ -60,6 +72,9 @@ class DeskphoneSettings:
     public_url: str = ""  # the bridge as phones reach it; empty = the admin request's origin
     remote_username: str = ""  # the phones' web login, for remote control
     remote_password: str = ""
+    # addresses (CIDR) remote control may send commands, and so the login, to
+    remote_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    remote_scheme: str = "https"  # how commands reach the phones: https, or http (clear text)
 
     def __repr__(self) -> str:  # never print secrets
         return f"DeskphoneSettings(allow={self.allow!r}, public_url={self.public_url!r})"
@@ -72,6 +87,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 65536
+    idle_timeout: float = 15.0  # seconds to send a request head (after connecting or a response)
+    body_timeout: float = 15.0  # seconds to send a request body
+    max_connections: int = 1000  # open HTTP connections at most (more are closed at once)
     store_url: str = "sqlite:///var/transfer-bridge.db"
     keep_changes: int = 1_000_000  # change-feed entries kept for SSE resume
     admin_token: str = ""
@@ -163,6 +181,11 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         raise ConfigError(f"store.url: only sqlite:///PATH is supported so far, got {url!r}")
     if merged["http"]["max_body_bytes"] < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
+    for key in ("idle_timeout", "body_timeout"):
+        if not 1 <= merged["http"][key] <= 3600:
+            raise ConfigError(f"http.{key}: expected 1-3600 seconds")
+    if not 16 <= merged["http"]["max_connections"] <= 1_000_000:
+        raise ConfigError("http.max_connections: expected 16-1000000")
     if merged["store"]["keep_changes"] < 1000:
         raise ConfigError("store.keep_changes: must be at least 1000")
     deskphones = _deskphones(merged["deskphones"])
@@ -170,6 +193,9 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         host=host,
         port=port,
         max_body_bytes=merged["http"]["max_body_bytes"],
+        idle_timeout=float(merged["http"]["idle_timeout"]),
+        body_timeout=float(merged["http"]["body_timeout"]),
+        max_connections=merged["http"]["max_connections"],
         store_url=url,
         keep_changes=merged["store"]["keep_changes"],
         admin_token=merged["auth"]["admin_token"],
@@ -181,13 +207,16 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
 
 
 def _deskphones(values: dict[str, Any]) -> DeskphoneSettings:
-    for cidr in values["allow"]:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"deskphones.allow: {cidr!r} is not an address or network (CIDR)"
-            ) from None
+    for key in ("allow", "remote_allow"):
+        for cidr in values[key]:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"deskphones.{key}: {cidr!r} is not an address or network (CIDR)"
+                ) from None
+    if values["remote_scheme"] not in ("https", "http"):
+        raise ConfigError("deskphones.remote_scheme: expected https or http")
     public_url = values["public_url"].rstrip("/")
     if public_url and not public_url.startswith(("http://", "https://")):
         raise ConfigError(f"deskphones.public_url: expected http(s)://..., got {public_url!r}")
@@ -197,6 +226,8 @@ def _deskphones(values: dict[str, Any]) -> DeskphoneSettings:
         public_url=public_url,
         remote_username=values["remote_username"],
         remote_password=values["remote_password"],
+        remote_allow=tuple(values["remote_allow"]),
+        remote_scheme=values["remote_scheme"],
     )
 
 
@@ -220,6 +251,9 @@ def _sources(raw: Any) -> dict[str, list[dict[str, Any]]]:
                     raise ConfigError(f"unknown key sources.{kind}[{i}].{key}")
                 if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                     raise ConfigError(f"sources.{kind}[{i}].{key}: expected {want.__name__}")
+            account = entry.get("account")
+            if account is not None and not ID_PATTERN.fullmatch(account):
+                raise ConfigError(f"sources.{kind}[{i}].account: expected an account id")
         out[kind] = [dict(e) for e in entries]
     for i, entry in enumerate(out.get("ami", [])):
         for key in ("username", "secret"):

@@ -22,3 +22,7 @@ HEALTH: web.AppKey[dict[str, Any]] = web.AppKey("health")
 SOURCES: web.AppKey[RunningSources] = web.AppKey("sources")
 EVIDENCE: web.AppKey[EvidencePump] = web.AppKey("evidence")
 DEVICE_HUB: web.AppKey[DeviceHub] = web.AppKey("device_hub")
+# The opening snapshot of the event stream, encoded once per (account, agent filter) and cursor.
+SSE_SNAPSHOTS: web.AppKey[dict[tuple[str, str | None], tuple[int, bytes]]] = web.AppKey(
+    "sse_snapshots"
+)

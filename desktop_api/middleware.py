@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ STATUS_BY_CODE = {
     "already_exists": 409,
     "phone_in_use": 409,
     "unknown_agent": 422,
+    "already_expired": 422,
 }
 
 HTTP_CODES = {
@@ -34,6 +36,7 @@ HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "body_too_large",
 }
 
@@ -57,7 +60,6 @@ class Principal:
     account_id: str | None
 
 
-AUTH_CACHE: web.AppKey[dict[str, Principal]] = web.AppKey("auth_cache", dict)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 
@@ -93,39 +95,46 @@ def require_account(request: web.Request) -> str:
     return who.account_id
 
 
-def _resolve(app: web.Application, header: str) -> Principal | None:
+async def _resolve(app: web.Application, header: str) -> Principal | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
+    if not (token.isascii() and token.isprintable()):
+        return None  # tokens are printable ASCII; raw non-UTF-8 bytes arrive as surrogates
     admin_token = app[SETTINGS].admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(True, None)
-    account_id = app[SERVICE].account_for_token(token)
+    account_id = await app[SERVICE].account_for_token(token)
     return None if account_id is None else Principal(False, account_id)
 
 
-AUTH_CACHE_SIZE = 10_000
-
-
-def authenticate(request: web.Request) -> None:
+async def authenticate(request: web.Request) -> None:
     """Resolve the bearer token once per request; never log it.
 
-    Valid tokens are remembered (tokens are never revoked or changed while the bridge runs),
-    so the hash is not recomputed on every poll; the cache is bounded and starts over when full.
+    Account tokens are checked against the store on every request, through the registry's
+    short-lived cache (`service.registry.TOKEN_CACHE_SECONDS`) that a revocation clears: a
+    revoked or expired token is refused from the next request on.
     """
     header = request.headers.get("Authorization")
     if header:
-        cache = request.app[AUTH_CACHE]
-        who = cache.get(header)
-        if who is None:
-            who = _resolve(request.app, header)
-            if who is not None:
-                if len(cache) >= AUTH_CACHE_SIZE:
-                    cache.clear()
-                cache[header] = who
+        who = await _resolve(request.app, header)
         if who is not None:
             request[PRINCIPAL] = who
+
+
+class SlowBody(Exception):
+    """The body did not arrive within `http.body_timeout`."""
+
+
+async def _read_body(request: web.Request) -> None:
+    """Read the whole body now, bounded in time: a body trickled in slowly would hold the
+    handler (and its connection) forever. aiohttp keeps it; the route's read() returns it."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout):
+            await request.read()
+    except TimeoutError:
+        raise SlowBody() from None
 
 
 @web.middleware
@@ -138,7 +147,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     route = request.match_info.route.resource
     route_name = route.canonical if route is not None else "unmatched"
     try:
-        authenticate(request)
+        if request.body_exists:
+            await _read_body(request)
+        await authenticate(request)
         response = await handler(request)
     except TransferNotAllowed as exc:
         extra = {"state": exc.state} if exc.state is not None else {}
@@ -157,6 +168,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = error_response(401, "unauthorized", "a valid bearer token is required")
     except Forbidden as exc:
         response = error_response(403, "forbidden", str(exc))
+    except SlowBody:
+        response = error_response(408, "request_timeout", "the request body came too slowly")
+        response.force_close()
     except web.HTTPRequestEntityTooLarge as exc:
         response = error_response(413, "body_too_large", exc.text or "the body is too large")
     except web.HTTPException as exc:

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from desktop_api.app import create_app
 from desktop_api.config import Settings
 from desktop_api.keys import EVIDENCE, SERVICE
+from desktop_api.server import BridgeRunner
 from desktop_api.service import BridgeService
 from desktop_api.sources.pump import EvidencePump
 
@@ -59,7 +60,13 @@ class RunningBridge:
 async def running_bridge(settings: Settings) -> AsyncIterator[RunningBridge]:
     """Start the app on a free port; stop it cleanly (store closed) on exit."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = BridgeRunner(
+        app,
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+        access_log=None,
+        shutdown_timeout=5.0,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

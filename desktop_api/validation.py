@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import InvalidInput
 from bridge.model import ID_PATTERN
 
 MAX_TEXT = 200
+# Text must hold at least one character that is neither white space nor a control character;
+# openapi.yaml's `Text` pattern is this same expression.
+VISIBLE = re.compile(r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]")
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -64,8 +69,8 @@ def text(
     where = f"{pointer}/{key}"
     if not isinstance(value, str):
         raise InvalidInput("invalid_field", f"{key!r} must be a string", field=where)
-    if not value.strip():
-        raise InvalidInput("invalid_field", f"{key!r} must not be empty", field=where)
+    if not VISIBLE.search(value):
+        raise InvalidInput("invalid_field", f"{key!r} must hold a visible character", field=where)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -124,3 +129,44 @@ def choice(
             code, f"{key!r} must be one of: {', '.join(allowed)}", field=f"{pointer}/{key}"
         )
     return value
+
+
+MAX_TIME = "9999-12-31T23:59:59.999Z"
+RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def future_time(obj: dict[str, Any], key: str, pointer: str, now: str) -> str:
+    """An RFC 3339 time later than `now`, as UTC in the clock's own form
+    (`2026-11-25T11:05:42.123Z`), so stored times compare as text.
+
+    Not a time: `400 invalid_field`; a time not in the future: `422 already_expired`.
+    """
+    value = text(obj, key, pointer, max_len=64)
+    assert value is not None
+    where = f"{pointer}/{key}"
+    match = RFC3339.fullmatch(value)
+    parsed = None
+    if match is not None:
+        year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+        fraction, offset = match.group(7) or "", match.group(8).upper()
+        zone = "+00:00" if offset == "Z" else offset
+        iso = (
+            f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{min(second, 59):02d}"
+            f"{fraction[:7]}{zone}"
+        )
+        try:
+            parsed = datetime.fromisoformat(iso)
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        raise InvalidInput("invalid_field", f"{key!r} must be an RFC 3339 date-time", field=where)
+    try:
+        stamp = parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except OverflowError:
+        stamp = MAX_TIME if parsed.year > 5000 else "0001-01-01T00:00:00.000Z"
+    if stamp <= now:
+        raise InvalidInput("already_expired", f"{key!r} must be in the future", field=where)
+    return stamp

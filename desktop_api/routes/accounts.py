@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from bridge.errors import InvalidInput
+from bridge.store import TokenRecord
 from desktop_api import validation as v
+from desktop_api.clock import utc_now
 from desktop_api.keys import SERVICE
 from desktop_api.middleware import Unauthorized, principal, require_admin
 from desktop_api.service import NotFound
@@ -69,11 +71,44 @@ async def patch_account(request: web.Request) -> web.Response:
 
 @routes.post("/v1/accounts/{account_id}/tokens")
 async def mint_token(request: web.Request) -> web.Response:
-    """Mint an account token, shown once (admin)."""
+    """Mint an account token, shown once (admin); `expires_at` optional."""
     require_admin(request)
     account_id = request.match_info["account_id"]
     raw = await request.read()
+    expires_at = None
     if raw.strip():
-        v.check_keys(v.parse_json_object(raw), "", [])
-    token = await request.app[SERVICE].mint_token(account_id)
-    return web.json_response({"token": token, "account_id": account_id}, status=201)
+        body = v.parse_json_object(raw)
+        v.check_keys(body, "", [], ["expires_at"])
+        if body.get("expires_at") is not None:
+            expires_at = v.future_time(body, "expires_at", "", utc_now())
+    token, record = await request.app[SERVICE].mint_token(account_id, expires_at)
+    return web.json_response({"token": token, **record.to_json()}, status=201)
+
+
+@routes.get("/v1/accounts/{account_id}/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    """The account's tokens without their secrets, revoked and expired ones too (admin)."""
+    require_admin(request)
+    tokens = await request.app[SERVICE].list_tokens(request.match_info["account_id"])
+    now = utc_now()
+    return web.json_response({"tokens": [_token_view(t, now) for t in tokens]})
+
+
+@routes.delete("/v1/accounts/{account_id}/tokens/{token_id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke a token at once (admin); revoking again answers the same."""
+    require_admin(request)
+    record = await request.app[SERVICE].revoke_token(
+        request.match_info["account_id"], request.match_info["token_id"]
+    )
+    return web.json_response(_token_view(record, utc_now()))
+
+
+def _token_view(record: TokenRecord, now: str) -> dict[str, object]:
+    if record.revoked_at is not None:
+        state = "revoked"
+    elif record.expires_at is not None and record.expires_at <= now:
+        state = "expired"
+    else:
+        state = "active"
+    return {**record.to_json(), "state": state}

@@ -10,7 +10,7 @@ secret or an address not allowed changes nothing: it gets a JSON error, a counte
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -40,18 +40,37 @@ routes = web.RouteTableDef()
 VENDORS = ("yealink", "poly", "snom")
 
 
+REFUSED_DEVICE = "invalid_device_key"
+REFUSED_MESSAGE = "unknown device or wrong key"
+# One warning per client address and reason every this many seconds; the rest are counted.
+REFUSAL_LOG_EVERY = 10.0
+
+
 def _refuse(
-    request: web.Request, vendor: str, status: int, code: str, message: str
+    request: web.Request, vendor: str, status: int, code: str, message: str, reason: str = ""
 ) -> web.Response:
+    """A refusal: counted by `code`, logged at most once per client and reason per
+    `REFUSAL_LOG_EVERY` seconds (with how many were held back), answered with `code`."""
     request.app[DEVICE_HUB].counts[(vendor, code)] += 1
-    log.warning(
-        "deskphone_refused",
-        vendor=vendor,
-        code=code,
-        account_id=request.match_info.get("account_id"),
-        peer=request.remote,
-    )
+    reason = reason or code
+    held_back = request.app[DEVICE_HUB].refusal_log.allow((request.remote, reason))
+    if held_back is not None:
+        log.warning(
+            "deskphone_refused",
+            vendor=vendor,
+            code=code,
+            reason=reason,
+            account_id=request.match_info.get("account_id"),
+            peer=request.remote,
+            held_back=held_back,
+        )
     return error_response(status, code, message)
+
+
+def _refuse_device(request: web.Request, vendor: str, reason: str) -> web.Response:
+    """An unknown device, another account's, a wrong or missing key: one answer for all, so a
+    caller learns nothing about which devices or accounts exist (the log keeps the reason)."""
+    return _refuse(request, vendor, 403, REFUSED_DEVICE, REFUSED_MESSAGE, reason)
 
 
 def _address_allowed(settings: DeskphoneSettings, peer: str | None) -> bool:
@@ -68,47 +87,74 @@ def _address_allowed(settings: DeskphoneSettings, peer: str | None) -> bool:
     return False
 
 
-def _find_agent(
-    request: web.Request, account_id: str, vendor: str, mac: str | None, ip: str | None
-) -> tuple[Agent, str] | None:
-    """The agent whose `phone.device` is this device, and the device's identity."""
-    for agent in request.app[SERVICE].agents.values():
+def _devices(request: web.Request, account_id: str, vendor: str) -> Iterator[tuple[Agent, str]]:
+    """The account's agents whose `phone.device` is of `vendor`, with each device's identity."""
+    service = request.app[SERVICE]
+    if account_id not in service.accounts:
+        return
+    for agent in service.agents.values():
         device = agent.phone.device
         if agent.account_id != account_id or device is None or device.vendor != vendor:
             continue
         try:
-            known_mac = normalise_mac(device.mac) if device.mac else None
+            mac = normalise_mac(device.mac) if device.mac else None
         except InvalidInput:
             continue  # a stored MAC that is not one matches no request
-        if known_mac is not None:
-            if known_mac == mac:
-                return agent, known_mac
-        elif device.ip and ip and device.ip.lower() == ip.lower():
-            return agent, device_identity(None, device.ip)
+        if mac is None and not device.ip:
+            continue
+        yield agent, device_identity(mac, device.ip)
+
+
+def _named_device(
+    request: web.Request, account_id: str, vendor: str, mac: str | None, ip: str | None
+) -> tuple[Agent, str] | None:
+    """The agent whose device the request names (by MAC, or by IP for a device without one)."""
+    for agent, identity in _devices(request, account_id, vendor):
+        device = agent.phone.device
+        assert device is not None
+        if device.mac:
+            if identity == mac:
+                return agent, identity
+        elif ip and identity == ip.lower():
+            return agent, identity
     return None
+
+
+def _keyed_device(
+    request: web.Request, account_id: str, vendor: str, key: str | None
+) -> tuple[Agent, str] | None:
+    """The agent whose device this key belongs to (Poly: known before the body is read)."""
+    if not key:
+        return None
+    device_key = request.app[SETTINGS].deskphones.device_key
+    found = None
+    for agent, identity in _devices(request, account_id, vendor):
+        if secret_matches(derive_secret(device_key, account_id, identity), key):
+            found = agent, identity
+    return found
+
+
+def _query_key(request: web.Request) -> str | None:
+    """The `key=` of the URL; a key is printable ASCII, anything else is no key."""
+    key = request.query.get("key")
+    return key if key and key.isascii() and key.isprintable() else None
+
+
+def _key_fits(request: web.Request, account_id: str, identity: str, key: str | None) -> bool:
+    secret = derive_secret(request.app[SETTINGS].deskphones.device_key, account_id, identity)
+    return bool(key) and secret_matches(secret, key or "")
 
 
 async def _receive(
     request: web.Request,
     vendor: str,
-    device: tuple[str | None, str | None],
+    agent: Agent,
+    identity: str,
     events: list[DeskPhoneEvent | None],
 ) -> web.Response:
-    """Authenticate the device, then apply each event; the answer says what became of each."""
-    settings = request.app[SETTINGS].deskphones
-    account_id = request.match_info["account_id"]
-    key = request.query.get("key")
+    """Apply each event of an authenticated device; the answer says what became of each."""
+    account_id = agent.account_id
     hub = request.app[DEVICE_HUB]
-    service = request.app[SERVICE]
-    found = None
-    if account_id in service.accounts:
-        found = _find_agent(request, account_id, vendor, *device)
-    if found is None:
-        return _refuse(request, vendor, 404, "unknown_device", "no agent uses this device")
-    agent, identity = found
-    secret = derive_secret(settings.device_key, account_id, identity)
-    if not key or not secret_matches(secret, key):
-        return _refuse(request, vendor, 403, "invalid_device_key", "wrong or missing key")
     calls = hub.devices.setdefault((account_id, identity), DeviceCalls())
     outcomes = []
     for event in events:
@@ -119,7 +165,8 @@ async def _receive(
         outcome, phone_events = calls.accept(
             event, phone=agent.phone.sip_uri, source=vendor, at=utc_now()
         )
-        await request.app[EVIDENCE].submit(phone_events)
+        # The device's account owns this evidence: it reaches that account's agents only.
+        await request.app[EVIDENCE].submit(phone_events, account_id)
         hub.counts[(vendor, outcome.value)] += 1
         outcomes.append(outcome.value)
         log.info(
@@ -173,8 +220,17 @@ async def _action_url(
         event = parse(request.match_info["event"], request.query)
     except KeyError:
         return _unknown_event(request, vendor)
-    device = _query_device(request)
-    return await _receive(request, vendor, device, [event])
+    mac, ip = _query_device(request)
+    account_id = request.match_info["account_id"]
+    key = _query_key(request)
+    found = _named_device(request, account_id, vendor, mac, ip)
+    # The key is checked whether or not the device is known, so both take the same time.
+    fits = _key_fits(request, account_id, found[1] if found else mac or ip or "", key)
+    if found is None:
+        return _refuse_device(request, vendor, "unknown_device")
+    if not fits:
+        return _refuse_device(request, vendor, "wrong_key")
+    return await _receive(request, vendor, found[0], found[1], [event])
 
 
 @routes.get("/v1/devices/{account_id}/yealink/{event}")
@@ -195,9 +251,19 @@ async def poly_event(request: web.Request) -> web.Response:
     refused = _gate(request, poly.VENDOR)
     if refused is not None:
         return refused
+    # Account, device and key first: the body is parsed only for a device that proved itself.
+    account_id = request.match_info["account_id"]
+    found = _keyed_device(request, account_id, poly.VENDOR, _query_key(request))
+    if found is None:
+        return _refuse_device(request, poly.VENDOR, "unknown_device_or_wrong_key")
+    agent, identity = found
     notification = poly.parse(await request.read())
-    device = (notification.mac, notification.ip)
-    return await _receive(request, poly.VENDOR, device, notification.events)
+    device = agent.phone.device
+    assert device is not None
+    named = notification.mac if device.mac else (notification.ip or "").lower()
+    if named != identity:
+        return _refuse_device(request, poly.VENDOR, "another_device")
+    return await _receive(request, poly.VENDOR, agent, identity, notification.events)
 
 
 # --- admin: what to paste, and QA remote control ---------------------------------------------
@@ -273,11 +339,20 @@ async def device_command(request: web.Request) -> web.Response:
         )
     if not device.ip:
         return error_response(409, "no_device", "the device has no ip to send the command to")
+    settings = request.app[SETTINGS].deskphones
     try:
-        req = remote.build_request(vendor, device.ip, command)
+        req = remote.build_request(vendor, device.ip, command, settings.remote_scheme)
     except ValueError as exc:
         return error_response(409, "no_device", str(exc))
-    settings = request.app[SETTINGS].deskphones
+    # The address is the tenant's to write; the phones' login is the operator's. It goes only
+    # to addresses the operator allowed, and by default only over HTTPS.
+    if not remote.address_allowed(req.url, settings.remote_allow):
+        log.warning("device_command_refused", agent_id=agent.id, reason="address_not_allowed")
+        return error_response(
+            409,
+            "address_not_allowed",
+            "the phone's address is not an IP inside [deskphones] remote_allow",
+        )
     creds = None
     if settings.remote_username:
         creds = remote.Credentials(settings.remote_username, settings.remote_password)

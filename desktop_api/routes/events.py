@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable
 
@@ -14,7 +13,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from bridge.errors import InvalidInput
 from bridge.model import ID_PATTERN, Session
 from desktop_api.changes import Subscriber
-from desktop_api.keys import METRICS, SERVICE
+from desktop_api.keys import METRICS, SERVICE, SSE_SNAPSHOTS
 from desktop_api.middleware import require_account
 
 log = structlog.get_logger("transfer_bridge.events")
@@ -51,6 +50,35 @@ async def _follow(
         gone.cancel()
 
 
+SNAPSHOTS_KEPT = 10_000
+
+
+def _event(cursor: int, body: bytes) -> bytes:
+    """One event as aiohttp_sse writes it (the JSON body holds no line break)."""
+    return b"id: %d\r\nevent: session\r\ndata: %s\r\n\r\n" % (cursor, body)
+
+
+async def _snapshot(
+    request: web.Request, account_id: str, agent_id: str | None, cursor: int
+) -> bytes:
+    """Every open session of the account (of one agent), as events at `cursor`, encoded once
+    for all the streams that open while the cursor stays the same: a thousand desktops
+    connecting at once cost one encoding, not a thousand."""
+    snapshots = request.app[SSE_SNAPSHOTS]
+    key = (account_id, agent_id)
+    cached = snapshots.get(key)
+    if cached is not None and cached[0] == cursor:
+        return cached[1]
+    service = request.app[SERVICE]
+    sessions = await service.open_sessions(account_id, agent_id)
+    payload = b"".join(_event(cursor, service.view_bytes(s)) for s in sessions)
+    if service.hub.last_cursor(account_id) == cursor:  # nothing changed meanwhile
+        if len(snapshots) >= SNAPSHOTS_KEPT:
+            snapshots.clear()
+        snapshots[key] = (cursor, payload)
+    return payload
+
+
 @routes.get("/v1/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """Stream `event: session` with the session JSON; `id:` is a cursor to resume from.
@@ -78,11 +106,11 @@ async def events(request: web.Request) -> web.StreamResponse:
             )
         cursor = int(raw_cursor)
     service = request.app[SERVICE]
-    if cursor is not None and cursor > service.hub.last_seq:
+    if cursor is not None and cursor > service.hub.last_cursor(account_id):
         # A cursor from another store (or a rebuilt one): skipping events up to it would lose
         # changes, so start over with the current state instead.
         cursor = None
-    if cursor is not None and cursor + 1 < await service.first_change_seq():
+    if cursor is not None and cursor + 1 < await service.first_change_seq(account_id):
         # Older than the retained feed ([store] keep_changes): what came between is gone, so
         # start over with the current state of the open sessions, as a new stream would.
         log.info("sse_cursor_pruned", account_id=account_id, cursor=cursor)
@@ -94,12 +122,13 @@ async def events(request: web.Request) -> web.StreamResponse:
         async with sse_response(request, ping_interval=PING_SECONDS) as stream:
 
             async def send(seq: int, session: Session) -> None:
-                await stream.send(json.dumps(service.view(session)), id=str(seq), event="session")
+                # view_bytes: one encoding per open session version, shared by every stream.
+                data = service.view_bytes(session).decode()
+                await stream.send(data, id=str(seq), event="session")
 
-            sent = service.hub.last_seq if cursor is None else cursor
+            sent = service.hub.last_cursor(account_id) if cursor is None else cursor
             if cursor is None:
-                for session in await service.open_sessions(account_id, agent_id):
-                    await send(sent, session)
+                await stream.write(await _snapshot(request, account_id, agent_id, sent))
             else:
                 while True:
                     page = await service.changes_after(account_id, sent, REPLAY_PAGE)

@@ -12,6 +12,7 @@ from bridge.model import Action, CallState, Customer, SessionStatus
 from desktop_api import validation as v
 from desktop_api.keys import SERVICE
 from desktop_api.middleware import require_account
+from desktop_api.server import client_gone
 
 routes = web.RouteTableDef()
 MAX_WAIT = 60.0
@@ -74,6 +75,20 @@ def _number(request: web.Request, name: str, low: float, high: float) -> float |
     return value
 
 
+def _whole(request: web.Request, name: str, high: int) -> int | None:
+    """A whole number 0..high, read as digits (never through a float, which rounds above 2^53)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16 and int(raw) <= high):
+        raise InvalidInput(
+            "invalid_parameter",
+            f"{name} must be a whole number from 0 to {high}",
+            field=f"/query/{name}",
+        )
+    return int(raw)
+
+
 def _etag_matches(header: str | None, version: int) -> bool:
     """RFC 9110 weak comparison: a list of tags, each maybe `W/`, or `*`."""
     if header is None:
@@ -91,11 +106,7 @@ async def get_session(request: web.Request) -> web.Response:
     wait = version = None
     if request.query_string:
         wait = _number(request, "wait", 0, MAX_WAIT)
-        version = _number(request, "version", 0, 2**53)
-    if version is not None and version != int(version):
-        raise InvalidInput(
-            "invalid_parameter", "version must be a whole number", field="/query/version"
-        )
+        version = _whole(request, "version", 2**53)
     session = service.cached_session(account_id, session_id)
     if session is None:
         session = await service.get_session(account_id, session_id)
@@ -105,7 +116,7 @@ async def get_session(request: web.Request) -> web.Response:
         and session.version <= version
         and session.status is not SessionStatus.ENDED
     ):
-        await service.hub.wait(account_id, session_id, wait)
+        await service.hub.wait(account_id, session_id, wait, client_gone(request))
         session = await service.get_session(account_id, session_id)
     elif wait is None and _etag_matches(request.headers.get("If-None-Match"), session.version):
         return web.Response(status=304, headers={"ETag": f'"{session.version}"'})

@@ -42,7 +42,7 @@ class EvidenceRouter:
         self._writer = writer
         self._metrics = metrics
         self._clock = clock
-        self._phone_calls: dict[str, PhoneCalls] = {}  # by phone_key
+        self._phone_calls: dict[tuple[str, str], PhoneCalls] = {}  # by account, phone_key
 
     async def ingest(self, event: PhoneEvent) -> Session | None:
         """Route one phone event to its session and apply it; returns the session it changed.
@@ -52,12 +52,14 @@ class EvidenceRouter:
         """
         pkey = phone_key(event.phone)
         source = event.evidence.source
-        agent_key = self._registry.agent_of_phone(pkey)
+        agent_key = self._registry.agent_of_phone(event.account_id, pkey)
         if agent_key is None:
-            self._metrics.evidence_dropped.labels(source, "unknown_phone").inc()
+            shared = event.account_id is None and self._registry.phone_accounts(pkey) > 1
+            reason = "ambiguous_phone" if shared else "unknown_phone"
+            self._metrics.evidence_dropped.labels(source, reason).inc()
             return None
         obs = event.evidence.observation
-        calls = self._phone_calls.setdefault(pkey, PhoneCalls())
+        calls = self._phone_calls.setdefault((agent_key[0], pkey), PhoneCalls())
         if event.call_id is not None:
             state = obs.state if isinstance(obs, CallStateChanged) else None
             calls.update(event.call_id, event.remote, state, source)
@@ -123,7 +125,7 @@ class EvidenceRouter:
         self, session: Session, agent: Agent, now: str
     ) -> tuple[Session, list[AuditEntry]]:
         """A session opened while its call is already known to the sources binds at once."""
-        calls = self._phone_calls.get(phone_key(agent.phone.sip_uri))
+        calls = self._phone_calls.get((agent.account_id, phone_key(agent.phone.sip_uri)))
         if calls is None:
             return session, []
         if session.call.sip_call_id is not None:

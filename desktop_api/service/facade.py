@@ -24,7 +24,7 @@ import structlog
 
 from bridge.evidence import PhoneEvent
 from bridge.model import Account, Action, Agent, CallState, Customer, Phone, Session
-from bridge.store import Change, Store
+from bridge.store import Change, Store, TokenRecord
 from desktop_api.changes import ChangeHub
 from desktop_api.clock import utc_now
 from desktop_api.metrics import Metrics
@@ -103,9 +103,9 @@ class BridgeService:
 
     # --- accounts and tokens ---
 
-    def account_for_token(self, token: str) -> str | None:
-        """The account an account token belongs to."""
-        return self._registry.account_for_token(token)
+    async def account_for_token(self, token: str) -> str | None:
+        """The account a valid (not revoked, not expired) account token belongs to."""
+        return await self._registry.account_for_token(token)
 
     def get_account(self, account_id: str) -> Account:
         """An account, or NotFound."""
@@ -123,9 +123,19 @@ class BridgeService:
             account_id, name=name, transfer_enabled=transfer_enabled
         )
 
-    async def mint_token(self, account_id: str) -> str:
+    async def mint_token(
+        self, account_id: str, expires_at: str | None = None
+    ) -> tuple[str, TokenRecord]:
         """A new account token; it is returned once and only its hash is kept."""
-        return await self._registry.mint_token(account_id)
+        return await self._registry.mint_token(account_id, expires_at)
+
+    async def list_tokens(self, account_id: str) -> list[TokenRecord]:
+        """The account's tokens, without their secrets."""
+        return await self._registry.list_tokens(account_id)
+
+    async def revoke_token(self, account_id: str, token_id: str) -> TokenRecord:
+        """Revoke a token; refused from the next request on."""
+        return await self._registry.revoke_token(account_id, token_id)
 
     # --- agents ---
 
@@ -209,9 +219,9 @@ class BridgeService:
         """The change feed after a cursor, from the store."""
         return await self._feed.changes_after(account_id, seq, limit)
 
-    async def first_change_seq(self) -> int:
-        """The oldest cursor the change feed can still replay from (0: empty)."""
-        return await self._feed.first_change_seq()
+    async def first_change_seq(self, account_id: str) -> int:
+        """The account's oldest cursor the change feed can still replay from (0: empty)."""
+        return await self._feed.first_change_seq(account_id)
 
     async def prune_changes(self, keep: int) -> int:
         """Drop all but the newest `keep` changes of the feed; how many went."""

@@ -19,16 +19,16 @@ class ChangeFeed:
         self._hub = hub
 
     async def load(self) -> None:
-        """Start the live side at the store's newest cursor (once, at start-up)."""
-        self._hub.last_seq = await self._db.run(self._db.store.last_change_seq)
+        """Start the live side at each account's newest cursor (once, at start-up)."""
+        self._hub.last.update(await self._db.run(self._db.store.last_change_cursors))
 
     async def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
         """The change feed after a cursor, from the store."""
         return await self._db.run(self._db.store.changes_after, account_id, seq, limit)
 
-    async def first_change_seq(self) -> int:
-        """The oldest cursor the change feed can still replay from (0: empty)."""
-        return await self._db.run(self._db.store.first_change_seq)
+    async def first_change_seq(self, account_id: str) -> int:
+        """The account's oldest cursor the change feed can still replay from (0: empty)."""
+        return await self._db.run(self._db.store.first_change_seq, account_id)
 
     async def prune_changes(self, keep: int) -> int:
         """Drop all but the newest `keep` changes of the feed; how many went."""

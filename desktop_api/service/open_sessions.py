@@ -62,5 +62,6 @@ class OpenSessions:
     def keep_encoded(self, session: Session, body: bytes) -> None:
         """Cache a version's JSON; only open sessions are cached, so the cache cannot grow."""
         key = (session.account_id, session.id)
-        if key in self._by_key:
+        current = self._by_key.get(key)
+        if current is not None and current.version == session.version:  # not a replayed one
             self._encoded[key] = (session.version, body)

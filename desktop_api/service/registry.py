@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ import structlog
 
 from bridge.errors import TransferNotAllowed
 from bridge.model import Account, Agent, Phone
-from bridge.store import StoreConflict
+from bridge.store import StoreConflict, TokenRecord
 from bridge.uris import phone_key
 from desktop_api.service.errors import NotFound
 from desktop_api.service.open_sessions import AgentKey
@@ -27,6 +28,13 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# How long a token's stored state (valid, revoked, expired, unknown) is trusted before the store
+# is asked again. A revocation made through this process drops the entry at once; one made by
+# another process sharing the store takes effect within this bound.
+TOKEN_CACHE_SECONDS = 5.0
+TOKEN_CACHE_SIZE = 10_000
+
+
 class Registry:
     """Who is who: accounts (tenants), account tokens and agents with their phones."""
 
@@ -36,27 +44,46 @@ class Registry:
         self._clock = clock
         self.accounts: dict[str, Account] = {}
         self.agents: dict[AgentKey, Agent] = {}
-        self._tokens: dict[str, str] = {}  # token hash -> account id
-        self._agent_by_phone: dict[str, AgentKey] = {}
+        # token hash -> (stored token or None for unknown, monotonic time the entry expires)
+        self._token_cache: dict[str, tuple[TokenRecord | None, float]] = {}
+        # Phones are per account: (account id, phone key) -> agent; phone key -> accounts.
+        self._agent_by_phone: dict[tuple[str, str], AgentKey] = {}
+        self._phone_accounts: dict[str, set[str]] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
         # Called after an agent (and so possibly a phone) changes: sources re-read the phones.
         self.on_agents_changed: list[Callable[[], None]] = []
 
     async def load(self) -> None:
-        """Read accounts, token hashes and agents from the store (once, at start-up)."""
+        """Read accounts and agents from the store (once, at start-up); tokens are looked up in
+        the store when used."""
         store = self._db.store
         for account in await self._db.run(store.load_accounts):
             self.accounts[account.id] = account
-        for token_hash, account_id in await self._db.run(store.load_token_hashes):
-            self._tokens[token_hash] = account_id
         for agent in await self._db.run(store.load_agents):
             self._remember_agent(agent)
 
     # --- accounts and tokens ---
 
-    def account_for_token(self, token: str) -> str | None:
-        """The account an account token belongs to."""
-        return self._tokens.get(hash_token(token))
+    async def account_for_token(self, token: str) -> str | None:
+        """The account an account token belongs to, if it is neither revoked nor expired.
+
+        The store is the authority (so a revocation by any process sharing it counts); its
+        answer is kept for `TOKEN_CACHE_SECONDS`, and a revocation here drops it at once.
+        """
+        token_hash = hash_token(token)
+        now = time.monotonic()
+        hit = self._token_cache.get(token_hash)
+        if hit is None or hit[1] <= now:
+            record = await self._db.run(self._db.store.token_by_hash, token_hash)
+            if len(self._token_cache) >= TOKEN_CACHE_SIZE:
+                self._token_cache.clear()
+            hit = self._token_cache[token_hash] = (record, now + TOKEN_CACHE_SECONDS)
+        record = hit[0]
+        if record is None or record.revoked_at is not None:
+            return None
+        if record.expires_at is not None and record.expires_at <= self._clock():
+            return None
+        return record.account_id
 
     def get_account(self, account_id: str) -> Account:
         """An account, or NotFound."""
@@ -99,15 +126,36 @@ class Registry:
         log.info("account_updated", account_id=account_id, transfer_enabled=new.transfer_enabled)
         return new
 
-    async def mint_token(self, account_id: str) -> str:
-        """A new account token; it is returned once and only its hash is kept."""
+    async def mint_token(
+        self, account_id: str, expires_at: str | None = None
+    ) -> tuple[str, TokenRecord]:
+        """A new account token (valid until `expires_at` if given, RFC 3339 UTC as the clock
+        writes it); it is returned once and only its hash is kept."""
         self.get_account(account_id)
         token = "tb_" + secrets.token_urlsafe(32)
         token_hash = hash_token(token)
-        await self._db.run(self._db.store.add_token, token_hash, account_id, self._clock())
-        self._tokens[token_hash] = account_id
-        log.info("token_minted", account_id=account_id)
-        return token
+        record = TokenRecord("tok_" + token_hash[:16], account_id, self._clock(), expires_at, None)
+        await self._db.run(self._db.store.add_token, token_hash, record)
+        self._token_cache.pop(token_hash, None)
+        log.info("token_minted", account_id=account_id, token_id=record.id, expires_at=expires_at)
+        return token, record
+
+    async def list_tokens(self, account_id: str) -> list[TokenRecord]:
+        """The account's tokens, without their secrets (revoked and expired ones too)."""
+        self.get_account(account_id)
+        return await self._db.run(self._db.store.list_tokens, account_id)
+
+    async def revoke_token(self, account_id: str, token_id: str) -> TokenRecord:
+        """Revoke a token: refused from the next request on (NotFound if the account has no
+        such token; revoking twice keeps the first time)."""
+        self.get_account(account_id)
+        found = await self._db.run(self._db.store.revoke_token, account_id, token_id, self._clock())
+        if found is None:
+            raise NotFound(token_id)
+        record, token_hash = found
+        self._token_cache.pop(token_hash, None)
+        log.info("token_revoked", account_id=account_id, token_id=token_id)
+        return record
 
     def _account_lock(self, account_id: str) -> asyncio.Lock:
         return self._account_locks.setdefault(account_id, asyncio.Lock())
@@ -121,21 +169,35 @@ class Registry:
             raise NotFound(agent_id)
         return agent
 
-    def agent_of_phone(self, pkey: str) -> AgentKey | None:
-        """The agent whose phone this is (by `bridge.uris.phone_key`), if any."""
-        return self._agent_by_phone.get(pkey)
+    def agent_of_phone(self, account_id: str | None, pkey: str) -> AgentKey | None:
+        """The agent of `account_id` whose phone this is (by `bridge.uris.phone_key`), if any.
+
+        Without an account (a source not tied to one), the phone's agent only when exactly one
+        account has that phone: evidence never goes to a tenant that merely uses the same URI.
+        """
+        if account_id is None:
+            owners = self._phone_accounts.get(pkey)
+            if owners is None or len(owners) != 1:
+                return None
+            (account_id,) = owners
+        return self._agent_by_phone.get((account_id, pkey))
+
+    def phone_accounts(self, pkey: str) -> int:
+        """How many accounts have an agent with this phone."""
+        return len(self._phone_accounts.get(pkey, ()))
 
     async def put_agent(
         self, account_id: str, agent_id: str, name: str, phone: Phone
     ) -> tuple[Agent, bool]:
-        """Create or replace an agent; a phone belongs to one agent only (exact correlation)."""
+        """Create or replace an agent; a phone belongs to one agent of the account only (exact
+        correlation). Other accounts' phones are neither visible nor in the way."""
         key = (account_id, agent_id)
         pkey = phone_key(phone.sip_uri)
         in_use = TransferNotAllowed(
             "phone_in_use", f"phone {phone.sip_uri} is already used by another agent"
         )
         async with self._writer.lock(key):
-            owner = self._agent_by_phone.get(pkey)
+            owner = self._agent_by_phone.get((account_id, pkey))
             if owner is not None and owner != key:
                 raise in_use
             created = key not in self.agents
@@ -154,6 +216,14 @@ class Registry:
         key = (agent.account_id, agent.id)
         old = self.agents.get(key)
         if old is not None:
-            self._agent_by_phone.pop(phone_key(old.phone.sip_uri), None)
+            old_key = phone_key(old.phone.sip_uri)
+            self._agent_by_phone.pop((agent.account_id, old_key), None)
+            owners = self._phone_accounts.get(old_key)
+            if owners is not None:
+                owners.discard(agent.account_id)
+                if not owners:
+                    del self._phone_accounts[old_key]
         self.agents[key] = agent
-        self._agent_by_phone[phone_key(agent.phone.sip_uri)] = key
+        pkey = phone_key(agent.phone.sip_uri)
+        self._agent_by_phone[(agent.account_id, pkey)] = key
+        self._phone_accounts.setdefault(pkey, set()).add(agent.account_id)

@@ -26,7 +26,7 @@ class StoreRunner:
 
     async def ping(self) -> None:
         """Raise if the store cannot answer."""
-        await self.run(self.store.last_change_seq)
+        await self.run(self.store.ping)
 
     async def close(self) -> None:
         """Finish queued calls, close the store and stop the thread."""

@@ -28,6 +28,7 @@ class Source(Protocol):
     """What every configured source offers the app."""
 
     name: str
+    account: str | None  # the account that owns the source; None: not tied to one
 
     def health(self) -> dict[str, Any]: ...
     def sync_phones(self, agents: Iterable[Agent]) -> None: ...
@@ -52,7 +53,9 @@ class RunningSources(Collector):
         """Tell every source which phones to watch (at start and whenever agents change)."""
         agents = list(agents)
         for source in self.all():
-            source.sync_phones(agents)
+            # A source owned by an account watches that account's phones only.
+            mine = [a for a in agents if source.account in (None, a.account_id)]
+            source.sync_phones(mine)
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus families of every source and of the queue, read at scrape time."""

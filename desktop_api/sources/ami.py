@@ -32,15 +32,16 @@ class AmiSource:
 
     def __init__(self, i: int, entry: dict[str, Any], pump: EvidencePump) -> None:
         self.name: str = entry.get("name", f"ami-{i}")
+        self.account: str | None = entry.get("account")
+        self._put = put = pump.putter(self.account)
         self.phones = AmiPhones()
         variable = entry.get("call_id_variable", CALL_ID_VARIABLE) or None
         self.tracker = tracker = AmiCallTracker(self.name, self.phones, call_id_variable=variable)
-        self._pump = pump
 
         def sink(event: AmiEvent, received_at: float) -> None:
             events = tracker.feed(event, received_at)
             if events:
-                pump.put(events)
+                put(events)
 
         self.client = AmiClient(
             self.name,
@@ -83,11 +84,11 @@ class AmiSource:
             response = await self.client.action("CoreShowChannels")
         except (ConnectionError, TimeoutError) as exc:
             log.warning("ami_resync_failed", source=self.name, error=str(exc))
-            self._pump.put(self.tracker.resync_failed())
+            self._put(self.tracker.resync_failed())
             return
         if not response.ok:
             log.warning("ami_resync_refused", source=self.name, message=response.get("Message"))
-            self._pump.put(self.tracker.resync_failed())
+            self._put(self.tracker.resync_failed())
 
 
 def collect(sources: list[AmiSource]) -> Iterator[Metric]:

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bridge.deskphone.events import DeviceCalls
+from desktop_api.logs import RateLimited
 
 __all__ = ["DeviceCollector", "DeviceHub"]
 
@@ -43,3 +44,4 @@ class DeviceHub:
 
     devices: dict[tuple[str, str], DeviceCalls] = field(default_factory=dict)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refusal_log: RateLimited = field(default_factory=RateLimited)

@@ -28,6 +28,7 @@ class DialogSource:
 
     def __init__(self, i: int, entry: dict[str, Any], pump: EvidencePump) -> None:
         self.name: str = entry.get("name", f"dialog-{i}")
+        self.account: str | None = entry.get("account")
         pbx = parse_listen(entry["pbx"], f"sources.dialog[{i}].pbx")
         listen = parse_listen(entry.get("listen", "0.0.0.0:0"), f"sources.dialog[{i}].listen")
         self.client = DialogClient(
@@ -36,7 +37,7 @@ class DialogSource:
             listen,
             entry["username"],
             entry["password"],
-            pump.put,
+            pump.putter(self.account),
             domain=entry.get("domain") or None,
             expires=entry.get("expires", 600),
         )

@@ -34,6 +34,8 @@ class HepSource:
 
     def __init__(self, i: int, entry: dict[str, Any], pump: EvidencePump) -> None:
         self.name: str = entry.get("name", f"hep-{i}")
+        self.account: str | None = entry.get("account")
+        put = pump.putter(self.account)
         self.host, self.port = parse_listen(
             entry.get("listen", "127.0.0.1:9060"), f"sources.hep[{i}]"
         )
@@ -45,7 +47,7 @@ class HepSource:
             # and expiry run on this process's monotonic clock.
             events = tracker.feed_bytes(payload, at, time.monotonic())
             if events:
-                pump.put(events)
+                put(events)
 
         self.listener = HepListener(
             self.name, self.host, self.port, entry.get("password"), sink, clock=time.time

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,6 +21,12 @@ log = structlog.get_logger("transfer_bridge.sources")
 QUEUE_LIMIT = 100_000
 
 Apply = Callable[[PhoneEvent], Awaitable[object]]
+
+
+def _owned(events: list[PhoneEvent], account_id: str | None) -> list[PhoneEvent]:
+    if account_id is None:
+        return events
+    return [replace(e, account_id=account_id) for e in events]
 
 
 class EvidencePump:
@@ -34,18 +41,26 @@ class EvidencePump:
         self.dropped = 0
         self.failed = 0
 
-    def put(self, events: list[PhoneEvent]) -> None:
-        """Queue events without waiting; a full queue is counted and logged, not hidden."""
-        for event in events:
+    def put(self, events: list[PhoneEvent], account_id: str | None = None) -> None:
+        """Queue events without waiting; a full queue is counted and logged, not hidden.
+
+        `account_id`: the account that owns the source (its events reach that account only).
+        """
+        for event in _owned(events, account_id):
             self._put(event, None)
 
-    async def submit(self, events: list[PhoneEvent]) -> None:
+    def putter(self, account_id: str | None) -> Callable[[list[PhoneEvent]], None]:
+        """`put` for one source, stamping its account on each event."""
+        return lambda events: self.put(events, account_id)
+
+    async def submit(self, events: list[PhoneEvent], account_id: str | None = None) -> None:
         """Queue events behind everything already queued and wait until they are applied.
 
         For sources that answer their peer only once the evidence took effect (desk phones).
         """
         if not events:
             return
+        events = _owned(events, account_id)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for event in events[:-1]:
             self._put(event, None)

@@ -11,7 +11,7 @@ from typing import Any
 
 from bridge.model import Account, Agent, Phone, Session
 from bridge.session.view import session_from_record, session_record
-from bridge.store import Change, SessionWrite, StoreConflict
+from bridge.store import Change, SessionWrite, StoreConflict, TokenRecord
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -46,7 +46,36 @@ MIGRATIONS: list[str] = [
         session_id TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL);
     CREATE INDEX changes_by_account ON changes (account_id, seq);
     """,
+    # 2: tenants are separate namespaces (issue 14). A phone belongs to one agent per account,
+    # not across accounts; change cursors count per account, so a cursor shows nothing of
+    # other tenants' volume (existing cursors keep their values, so a desktop resumes across
+    # the upgrade); tokens get an id to list and revoke them by, an optional expiry and a
+    # revocation time.
+    """
+    CREATE TABLE agents_v2 (
+        account_id TEXT NOT NULL REFERENCES accounts(id), id TEXT NOT NULL, name TEXT NOT NULL,
+        phone TEXT NOT NULL, phone_key TEXT NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, id), UNIQUE (account_id, phone_key));
+    INSERT INTO agents_v2 (account_id, id, name, phone, phone_key, updated_at)
+        SELECT account_id, id, name, phone, phone_key, updated_at FROM agents;
+    DROP TABLE agents;
+    ALTER TABLE agents_v2 RENAME TO agents;
+    ALTER TABLE changes ADD COLUMN cursor INTEGER;
+    UPDATE changes SET cursor = seq;
+    CREATE UNIQUE INDEX changes_by_cursor ON changes (account_id, cursor);
+    CREATE TABLE account_cursors (account_id TEXT PRIMARY KEY, last INTEGER NOT NULL);
+    INSERT INTO account_cursors (account_id, last)
+        SELECT account_id, max(seq) FROM changes GROUP BY account_id;
+    ALTER TABLE account_tokens ADD COLUMN id TEXT;
+    ALTER TABLE account_tokens ADD COLUMN expires_at TEXT;
+    ALTER TABLE account_tokens ADD COLUMN revoked_at TEXT;
+    UPDATE account_tokens SET id = 'tok_' || substr(token_hash, 1, 16);
+    CREATE UNIQUE INDEX account_tokens_by_id ON account_tokens (account_id, id);
+    """,
 ]
+
+
+TOKEN_COLUMNS = "id, account_id, created_at, expires_at, revoked_at"
 
 
 class SqliteStore:
@@ -113,11 +142,6 @@ class SqliteStore:
         rows = self._read("SELECT id, name, transfer_enabled, created_at FROM accounts")
         return [Account(r[0], r[1], bool(r[2]), r[3]) for r in rows]
 
-    def load_token_hashes(self) -> list[tuple[str, str]]:
-        return [
-            (r[0], r[1]) for r in self._read("SELECT token_hash, account_id FROM account_tokens")
-        ]
-
     def load_agents(self) -> list[Agent]:
         rows = self._read("SELECT account_id, id, name, phone, updated_at FROM agents")
         return [Agent(r[0], r[1], r[2], Phone.from_json(json.loads(r[3])), r[4]) for r in rows]
@@ -144,13 +168,50 @@ class SqliteStore:
             )
         )
 
-    def add_token(self, token_hash: str, account_id: str, created_at: str) -> None:
+    def add_token(self, token_hash: str, token: TokenRecord) -> None:
         self._write(
             lambda db: db.execute(
-                "INSERT INTO account_tokens (token_hash, account_id, created_at) VALUES (?,?,?)",
-                (token_hash, account_id, created_at),
+                "INSERT INTO account_tokens (token_hash, id, account_id, created_at, expires_at)"
+                " VALUES (?,?,?,?,?)",
+                (token_hash, token.id, token.account_id, token.created_at, token.expires_at),
             )
         )
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        rows = self._read(
+            f"SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE token_hash = ?", (token_hash,)
+        )
+        return TokenRecord(*rows[0]) if rows else None
+
+    def list_tokens(self, account_id: str) -> list[TokenRecord]:
+        rows = self._read(
+            f"SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE account_id = ?"
+            " ORDER BY created_at, id",
+            (account_id,),
+        )
+        return [TokenRecord(*r) for r in rows]
+
+    def revoke_token(
+        self, account_id: str, token_id: str, at: str
+    ) -> tuple[TokenRecord, str] | None:
+        """Mark a token revoked (once: a second revocation keeps the first time); returns the
+        token and its hash, or None if the account has no such token."""
+
+        def run(db: sqlite3.Connection) -> tuple[TokenRecord, str] | None:
+            db.execute(
+                "UPDATE account_tokens SET revoked_at = ?"
+                " WHERE account_id = ? AND id = ? AND revoked_at IS NULL",
+                (at, account_id, token_id),
+            )
+            rows = db.execute(
+                f"SELECT {TOKEN_COLUMNS}, token_hash FROM account_tokens"
+                " WHERE account_id = ? AND id = ?",
+                (account_id, token_id),
+            ).fetchall()
+            return (TokenRecord(*rows[0][:5]), rows[0][5]) if rows else None
+
+        result: tuple[TokenRecord, str] | None = self._write(run)
+        return result
 
     def put_agent(self, agent: Agent, phone_key: str) -> None:
         self._write(
@@ -218,11 +279,18 @@ class SqliteStore:
                         for e in w.audit
                     ],
                 )
-                cur = db.execute(
-                    "INSERT INTO changes (account_id, session_id, version, body) VALUES (?,?,?,?)",
-                    (s.account_id, s.id, s.version, body),
+                # The account's own cursor: it counts this tenant's changes only.
+                cursor = db.execute(
+                    "INSERT INTO account_cursors (account_id, last) VALUES (?, 1)"
+                    " ON CONFLICT (account_id) DO UPDATE SET last = last + 1 RETURNING last",
+                    (s.account_id,),
+                ).fetchone()[0]
+                db.execute(
+                    "INSERT INTO changes (account_id, session_id, version, body, cursor)"
+                    " VALUES (?,?,?,?,?)",
+                    (s.account_id, s.id, s.version, body, cursor),
                 )
-                seqs.append(int(cur.lastrowid or 0))
+                seqs.append(int(cursor))
             return seqs
 
         result: list[int] = self._write(run)
@@ -271,8 +339,10 @@ class SqliteStore:
         return [session_from_record(json.loads(r[0])) for r in self._read(sql, args)]
 
     def read_audit(self, account_id: str, session_id: str) -> list[dict[str, Any]]:
+        # `seq` as the API shows it is the entry's place in this session's trail (1, 2, ...):
+        # the table's own counter is shared by every tenant and would show their volume.
         rows = self._read(
-            "SELECT seq, version, at, kind, event, detail FROM audit"
+            "SELECT row_number() OVER (ORDER BY seq), version, at, kind, event, detail FROM audit"
             " WHERE account_id = ? AND session_id = ? ORDER BY seq",
             (account_id, session_id),
         )
@@ -290,18 +360,27 @@ class SqliteStore:
 
     def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
         rows = self._read(
-            "SELECT seq, body FROM changes WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT cursor, body FROM changes WHERE account_id = ? AND cursor > ?"
+            " ORDER BY cursor LIMIT ?",
             (account_id, seq, limit),
         )
         return [Change(r[0], account_id, session_from_record(json.loads(r[1]))) for r in rows]
 
-    def last_change_seq(self) -> int:
-        rows = self._read("SELECT max(seq) FROM changes")
-        return int(rows[0][0] or 0)
+    def last_change_cursors(self) -> dict[str, int]:
+        """Each account's newest change cursor."""
+        return {r[0]: int(r[1]) for r in self._read("SELECT account_id, last FROM account_cursors")}
 
-    def first_change_seq(self) -> int:
-        rows = self._read("SELECT min(seq) FROM changes")
-        return int(rows[0][0] or 0)
+    def first_change_seq(self, account_id: str) -> int:
+        """The account's oldest cursor still kept; when none is kept, one past its newest (so
+        every older cursor counts as pruned), 0 for an account with no change yet."""
+        first, last = self._read(
+            "SELECT (SELECT min(cursor) FROM changes WHERE account_id = ?),"
+            " (SELECT last FROM account_cursors WHERE account_id = ?)",
+            (account_id, account_id),
+        )[0]
+        if last is None:
+            return 0
+        return int(first) if first is not None else int(last) + 1
 
     def prune_changes(self, keep: int) -> int:
         def run(db: sqlite3.Connection) -> int:
@@ -311,6 +390,9 @@ class SqliteStore:
             return int(cur.rowcount)
 
         return int(self._write(run))
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
 
     def close(self) -> None:
         with self._lock:

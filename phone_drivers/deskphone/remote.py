@@ -16,6 +16,7 @@ documentation gives:
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import aiohttp
@@ -74,26 +75,46 @@ class CommandRequest:
     key: str
 
 
-def phone_url(address: str, path: str) -> URL:
-    """`http://<address><path>`; `address` is an IP or host, with an optional port."""
-    url = URL(f"http://{address}")
+def phone_url(address: str, path: str, scheme: str = "https") -> URL:
+    """`<scheme>://<address><path>`; `address` is an IP or host, with an optional port."""
+    url = URL(f"{scheme}://{address}")
     if not url.host or url.path not in ("", "/") or url.query_string or url.user:
         raise ValueError(f"not a phone address: {address!r}")
     return url.with_path(path)
 
 
-def build_request(vendor: str, address: str, command: str) -> CommandRequest:
-    """The request for `command` on a phone of `vendor` at `address`; KeyError if unsupported."""
+def build_request(vendor: str, address: str, command: str, scheme: str = "https") -> CommandRequest:
+    """The request for `command` on a phone of `vendor` at `address`; KeyError if unsupported.
+
+    `scheme` is `https` unless the operator chose `http` for phones without TLS
+    (`[deskphones] remote_scheme`): with `http` a Basic login travels in clear text.
+    """
     key = KEYS[vendor][command]
     if vendor == "yealink":
-        return CommandRequest(
-            "GET", phone_url(address, "/servlet").with_query(key=key), None, None, key
-        )
+        url = phone_url(address, "/servlet", scheme).with_query(key=key)
+        return CommandRequest("GET", url, None, None, key)
     if vendor == "snom":
-        url = phone_url(address, "/command.htm").with_query(key=key)
+        url = phone_url(address, "/command.htm", scheme).with_query(key=key)
         return CommandRequest("GET", url, None, None, key)
     body = f'<PolycomIPPhone><Data priority="Critical">{key}</Data></PolycomIPPhone>'.encode()
-    return CommandRequest("POST", phone_url(address, "/push"), body, POLY_CONTENT_TYPE, key)
+    url = phone_url(address, "/push", scheme)
+    return CommandRequest("POST", url, body, POLY_CONTENT_TYPE, key)
+
+
+def address_allowed(url: URL, allow: tuple[str, ...]) -> bool:
+    """Whether the phone's host is an IP address inside one of the `allow` networks (CIDR).
+
+    A host name is never allowed: what it resolves to is not the operator's choice.
+    """
+    try:
+        address = ipaddress.ip_address((url.host or "").strip("[]"))
+    except ValueError:
+        return False
+    for cidr in allow:
+        network = ipaddress.ip_network(cidr, strict=False)
+        if address.version == network.version and address in network:
+            return True
+    return False
 
 
 async def send(request: CommandRequest, vendor: str, credentials: Credentials | None) -> int:

@@ -476,17 +476,17 @@ async def test_a_cursor_older_than_the_kept_feed_gets_the_current_state(
     assert (await api.post("/v1/sessions/s-2/end", {"result": "sold"})).status == 200
     # keep only the newest change: the ones right after the old cursor are gone
     assert await service.prune_changes(1) >= 3
-    assert await service.first_change_seq() > int(old_cursor) + 1
+    assert await service.first_change_seq("acme") > int(old_cursor) + 1
     async with stream(bridge, token, last_event_id=old_cursor) as events:
         now_state = await events.take(1)
         await events.quiet(0.3)
         assert brief(now_state) == [("s-1", 4)]  # the open session as it is; s-2 has ended
-        assert int(now_state[0]["id"]) == bridge.service.hub.last_seq
+        assert int(now_state[0]["id"]) == bridge.service.hub.last_cursor("acme")
         stepped = await api.step("s-1", "dismiss")
         live = await events.next()
         assert live is not None and live["data"] == stepped.body
     # a cursor still inside the kept feed resumes exactly as before
-    kept = str(await service.first_change_seq() - 1)
+    kept = str(await service.first_change_seq("acme") - 1)
     async with stream(bridge, token, last_event_id=kept) as events:
         replay = await events.take(2)
         assert brief(replay) == [("s-2", 2), ("s-1", 5)]

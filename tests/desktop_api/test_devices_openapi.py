@@ -20,7 +20,7 @@ DEVICE_PATHS = ("/v1/devices/", "/device-urls", "/device-commands")
 
 @pytest.fixture
 async def bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    deskphones = DeskphoneSettings(device_key="k", allow=("127.0.0.1/32",))
+    deskphones = DeskphoneSettings(device_key="k", allow=("127.0.0.1/32",), remote_scheme="http")
     settings = dataclasses.replace(settings_for(tmp_path, ADMIN), deskphones=deskphones)
     async with running_bridge(settings) as running:
         yield running
@@ -70,7 +70,12 @@ async def test_device_routes_fit_the_document(
         anon, "GET", "/v1/devices/acme/yealink/nope", params=q, expect=404, code="unknown_event"
     )
     await c.call(
-        anon, "GET", "/v1/devices/acme/snom/incoming", params=q, expect=404, code="unknown_device"
+        anon,
+        "GET",
+        "/v1/devices/acme/snom/incoming",
+        params=q,
+        expect=403,
+        code="invalid_device_key",
     )
     await api.put(
         "/v1/agents/a-7",
@@ -109,7 +114,8 @@ async def test_device_routes_fit_the_document(
         raw=body,
         headers=xml,
         params={"key": key},
-        expect=404,
+        expect=403,
+        code="invalid_device_key",
     )
     commands = "/v1/accounts/acme/agents/a-7/device-commands"
     await c.call(admin, "POST", commands, {"command": "ok"}, expect=409, code="unsupported_command")

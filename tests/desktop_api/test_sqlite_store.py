@@ -90,7 +90,7 @@ def test_the_change_feed_is_pruned_to_the_newest_and_cursors_never_repeat(tmp_pa
     for version in range(2, 12):
         session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW, version=version)
         store.write_sessions([SessionWrite(session, [], False)])
-    assert store.last_change_seq() == 11 and store.first_change_seq() == 1
+    assert store.last_change_cursors() == {"acme": 11} and store.first_change_seq("acme") == 1
     assert store.prune_changes(3) == 8
     assert [c.seq for c in store.changes_after("acme", 0, 100)] == [9, 10, 11]
     assert store.prune_changes(3) == 0
@@ -100,4 +100,4 @@ def test_the_change_feed_is_pruned_to_the_newest_and_cursors_never_repeat(tmp_pa
     store = SqliteStore(tmp_path / "b.db")
     session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW, version=12)
     store.write_sessions([SessionWrite(session, [], False)])
-    assert store.last_change_seq() == 12  # a pruned cursor is never handed out again
+    assert store.last_change_cursors()["acme"] == 12  # a pruned cursor is never handed out again

@@ -67,8 +67,20 @@ COVERS: dict[str, Cover] = {
         ),
     ),
     "tokens": Cover(
-        ops=((ACCOUNT + "/tokens", "post"),),
-        kinds=frozenset({(400, "unknown_field"), (403, "forbidden")}),
+        ops=(
+            (ACCOUNT + "/tokens", "post"),
+            (ACCOUNT + "/tokens", "get"),
+            (ACCOUNT + "/tokens/{token_id}", "delete"),
+        ),
+        kinds=frozenset(
+            {
+                (400, "unknown_field"),
+                (400, "invalid_field"),
+                (403, "forbidden"),
+                (404, "not_found"),
+                (422, "already_expired"),
+            }
+        ),
     ),
     "agents": Cover(
         ops=((AGENT, "put"), (AGENT, "get")),

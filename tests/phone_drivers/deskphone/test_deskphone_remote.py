@@ -18,7 +18,7 @@ from aiohttp import web
 
 from desktop_api.config import DeskphoneSettings
 from desktop_api.testing import ApiClient, RunningBridge, running_bridge, settings_for
-from tests.conftest import ADMIN, Tenant
+from tests.conftest import ADMIN, Tenant, make_tenant
 
 USER, PASSWORD = "qa", "phone-web-password"
 REALM, NONCE = "Poly phone", "dcd98b7102dd2f0e8b11d0f600bfb0c093"
@@ -90,7 +90,9 @@ async def phone() -> AsyncIterator[tuple[FakePhone, str]]:
 
 @pytest.fixture
 async def bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    deskphones = DeskphoneSettings(device_key="k", remote_username=USER, remote_password=PASSWORD)
+    deskphones = DeskphoneSettings(
+        device_key="k", remote_username=USER, remote_password=PASSWORD, remote_scheme="http"
+    )
     settings = dataclasses.replace(settings_for(tmp_path, ADMIN), deskphones=deskphones)
     async with running_bridge(settings) as running:
         yield running
@@ -192,4 +194,31 @@ async def test_refusals(admin: ApiClient, tenant: Tenant, phone: tuple[FakePhone
         admin, tenant, "yealink", "127.0.0.1:9", "ok"
     )  # nothing listens on the discard port
     assert (r.status, r.body["error"]["code"]) == (502, "device_error")
+    assert not any(PASSWORD in str(s) for s in fake.seen)
+
+
+async def test_the_login_never_goes_outside_the_allow_list(
+    admin: ApiClient, tenant: Tenant, phone: tuple[FakePhone, str]
+) -> None:
+    """A tenant writes the phone's address; the operator's login must not follow it anywhere."""
+    fake, address = phone
+    port = address.rpartition(":")[2]
+    for elsewhere in (f"10.9.8.7:{port}", f"localhost:{port}", f"[::ffff:127.0.0.1]:{port}"):
+        r = await command(admin, tenant, "snom", elsewhere, "answer")
+        assert (r.status, r.body["error"]["code"]) == (409, "address_not_allowed"), elsewhere
+    assert fake.seen == []
+
+
+async def test_commands_go_over_https_unless_the_operator_chose_http(
+    tmp_path: Path, http: aiohttp.ClientSession, phone: tuple[FakePhone, str]
+) -> None:
+    fake, address = phone  # a plain-HTTP phone: HTTPS to it fails, and nothing is sent in clear
+    deskphones = DeskphoneSettings(device_key="k", remote_username=USER, remote_password=PASSWORD)
+    settings = dataclasses.replace(settings_for(tmp_path, ADMIN), deskphones=deskphones)
+    async with running_bridge(settings) as running:
+        admin = ApiClient(http, running.url, ADMIN)
+        tenant = await make_tenant(admin)
+        r = await command(admin, tenant, "snom", address, "answer")
+        assert (r.status, r.body["error"]["code"]) == (502, "device_error")
+    assert all("authorization" not in s or not s["authorization"] for s in fake.seen)
     assert not any(PASSWORD in str(s) for s in fake.seen)
