@@ -50,6 +50,11 @@ class TokenRecord:
         }
 
 
+class StoreUnavailable(Exception):
+    """The store cannot answer now (a database server restarting, a network cut). Nothing of
+    the call that raised it was stored; the API answers 503 and the next call tries again."""
+
+
 class StoreConflict(Exception):
     """A unique key is taken (an id that exists, a phone another agent uses)."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from bridge.store import StoreUnavailable
 from desktop_api import qa
 from desktop_api.app import create_app
 from desktop_api.config import ConfigError, Settings, load_settings
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGINT and SIGTERM end serve(): in-flight requests finish, cleanup_ctx closes the store.
     try:
         run(settings)
+    except StoreUnavailable as exc:
+        print(f"transfer-bridge: store.url: {exc}", file=sys.stderr)
+        return 3
     except OSError as exc:
         print(
             f"transfer-bridge: http.listen: cannot listen on {settings.host}:{settings.port}: "

@@ -99,7 +99,16 @@ class Settings:
     deskphones: DeskphoneSettings = field(default_factory=DeskphoneSettings)
 
     def __repr__(self) -> str:  # never print secrets
-        return f"Settings(listen={self.host}:{self.port}, store={self.store_url!r})"
+        return f"Settings(listen={self.host}:{self.port}, store={redacted_url(self.store_url)!r})"
+
+
+def redacted_url(url: str) -> str:
+    """A store URL fit for logs: the password of `scheme://user:password@host` replaced."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:
@@ -177,8 +186,9 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
     if merged["log"]["level"] not in LEVELS:
         raise ConfigError(f"log.level: expected one of {', '.join(LEVELS)}")
     url = merged["store"]["url"]
-    if not url.startswith("sqlite:///"):
-        raise ConfigError(f"store.url: only sqlite:///PATH is supported so far, got {url!r}")
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        # not echoed: a mistyped PostgreSQL URL holds a password
+        raise ConfigError("store.url: expected sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
     if merged["http"]["max_body_bytes"] < 1024:
         raise ConfigError("http.max_body_bytes: must be at least 1024")
     for key in ("idle_timeout", "body_timeout"):

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bridge.errors import BridgeError, InvalidInput, TransferNotAllowed
+from bridge.store import StoreUnavailable
 from desktop_api.keys import METRICS, SERVICE, SETTINGS
 from desktop_api.service import NotFound
 
@@ -171,6 +172,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except SlowBody:
         response = error_response(408, "request_timeout", "the request body came too slowly")
         response.force_close()
+    except StoreUnavailable:
+        response = error_response(
+            503, "store_unavailable", "the bridge's database does not answer; retry shortly"
+        )
+        response.headers["Retry-After"] = "2"
     except web.HTTPRequestEntityTooLarge as exc:
         response = error_response(413, "body_too_large", exc.text or "the body is too large")
     except web.HTTPException as exc:

@@ -67,6 +67,7 @@ class BridgeService:
         await self._feed.load()
         log.info(
             "store_loaded",
+            store=type(self._db.store).__name__,
             accounts=len(self.accounts),
             agents=len(self.agents),
             open_sessions=len(self._open),

@@ -7,9 +7,15 @@ from pathlib import Path
 from bridge.store import Store
 from desktop_api.storage.sqlite import SqliteStore
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 def open_store(url: str) -> Store:
-    """Open the store a `[store] url` names (only `sqlite:///path` for now)."""
+    """Open the store a `[store] url` names: `sqlite:///path` or `postgresql://...`."""
     if url.startswith("sqlite:///"):
         return SqliteStore(Path(url.removeprefix("sqlite:///")))
-    raise ValueError(f"unsupported store url {url!r} (expected sqlite:///PATH)")
+    if url.startswith(POSTGRES_SCHEMES):
+        from desktop_api.storage.postgres import PostgresStore  # psycopg only when asked for
+
+        return PostgresStore(url)
+    raise ValueError("unsupported store url (expected sqlite:///PATH or postgresql://...)")
