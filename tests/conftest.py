@@ -1,9 +1,11 @@
-"""Shared fixtures: a real bridge on a real socket with a real SQLite file, and HTTP clients."""
+"""Shared fixtures: a real bridge on a real socket with a real SQLite file (or a real
+PostgreSQL database), and HTTP clients."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -11,14 +13,43 @@ import pytest
 
 from desktop_api.testing import ApiClient, RunningBridge, running_bridge, settings_for
 from tests.pbx import pbx  # noqa: F401  (the session's one Asterisk, for every module)
+from tests.rig.postgres import Cluster, have_postgres, running_cluster
 
 ADMIN = "admin-secret"
 
 
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the whole run (started on first use)."""
+    if not have_postgres():
+        pytest.fail("no PostgreSQL server binaries: run scripts/rig/install.sh")
+    with running_cluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[RunningBridge]:
-    """A bridge listening on 127.0.0.1:<free port>, store in tmp_path."""
-    async with running_bridge(settings_for(tmp_path, ADMIN)) as running:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store of the test's bridge: SQLite in tmp_path, or a fresh database on the
+    PostgreSQL cluster for tests parametrized with `STORES` (indirect)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "postgres":
+        cluster: Cluster = request.getfixturevalue("pg_cluster")
+        return cluster.create_database(f"t{next(_databases)}")
+    return f"sqlite:///{tmp_path / 'bridge.db'}"
+
+
+# `pytestmark = STORES` runs a module's tests on both stores
+STORES = pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path, store_url: str) -> AsyncIterator[RunningBridge]:
+    """A bridge listening on 127.0.0.1:<free port>, store in tmp_path (or PostgreSQL)."""
+    settings = replace(settings_for(tmp_path, ADMIN), store_url=store_url)
+    async with running_bridge(settings) as running:
         yield running
 
 

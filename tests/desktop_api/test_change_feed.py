@@ -17,6 +17,9 @@ import structlog
 
 from bridge.model import Action
 from desktop_api.testing import ApiClient, EventStream, Reply, RunningBridge
+from tests.conftest import STORES
+
+pytestmark = STORES  # the same API behaviour on SQLite and on PostgreSQL
 
 # --- helpers -----------------------------------------------------------------------------
 

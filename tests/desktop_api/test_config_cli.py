@@ -253,7 +253,7 @@ def test_a_missing_file_stops_start_up_naming_the_file(tmp_path: Path) -> None:
         ({"TRANSFER_BRIDGE_HTTP_LISTEN": "nonsense"}, ["http.listen"]),
         ({"TRANSFER_BRIDGE_HTTP_LISEN": "127.0.0.1:1"}, ["TRANSFER_BRIDGE_HTTP_LISEN"]),
         ({"TRANSFER_BRIDGE_HTTP_MAX_BODY_BYTES": "lots"}, ["TRANSFER_BRIDGE_HTTP_MAX_BODY_BYTES"]),
-        ({"TRANSFER_BRIDGE_STORE_URL": "postgres://x"}, ["store.url"]),
+        ({"TRANSFER_BRIDGE_STORE_URL": "mysql://u:pw@x/db"}, ["store.url"]),
         ({"TRANSFER_BRIDGE_SERVER_PORT": "1"}, ["TRANSFER_BRIDGE_SERVER_PORT"]),
     ],
     ids=["log-format", "listen", "unknown-key", "max-body", "store-url", "unknown-section"],
@@ -262,6 +262,16 @@ def test_a_bad_environment_variable_stops_start_up_naming_it(
     tmp_path: Path, env: dict[str, str], names: list[str]
 ) -> None:
     assert_refused(run_cli(tmp_path, **env), tmp_path, names)
+
+
+def test_an_unreachable_postgresql_store_stops_start_up_without_its_password(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql://bridge:s3cret-pw@127.0.0.1:1/transfer_bridge"
+    result = run_cli(tmp_path, TRANSFER_BRIDGE_STORE_URL=url, TRANSFER_BRIDGE_AUTH_ADMIN_TOKEN="t")
+    assert_refused(result, tmp_path, ["store.url", "postgresql://bridge@127.0.0.1:1/"])
+    assert result.returncode == 3
+    assert "s3cret-pw" not in result.stderr
 
 
 def test_a_config_file_that_is_not_utf8_is_refused_with_a_message(tmp_path: Path) -> None:

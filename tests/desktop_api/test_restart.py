@@ -24,8 +24,9 @@ import aiohttp
 import pytest
 
 from desktop_api.testing import ApiClient, EventStream
+from tests.conftest import STORES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, STORES]  # SQLite, and PostgreSQL behind the same CLI
 
 ADMIN = "restart-admin-token"
 
@@ -50,11 +51,13 @@ class Bridge:
     url: str
     stderr: Path
     stdout: Path
+    store_password: str = ""
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Any]:
-    """`await launch(n)` starts the CLI in tmp_path (so ./var/ is shared between runs)."""
+def launch(tmp_path: Path, store_url: str) -> Iterator[Any]:
+    """`await launch(n)` starts the CLI in tmp_path (so ./var/ is shared between runs), or on
+    one PostgreSQL database shared between runs."""
     started: list[subprocess.Popen[bytes]] = []
 
     async def start(n: int) -> Bridge:
@@ -65,11 +68,14 @@ def launch(tmp_path: Path) -> Iterator[Any]:
             TRANSFER_BRIDGE_AUTH_ADMIN_TOKEN=ADMIN,
             TRANSFER_BRIDGE_LOG_FORMAT="json",
         )
+        if store_url.startswith("postgresql://"):
+            env["TRANSFER_BRIDGE_STORE_URL"] = store_url
         err, out = tmp_path / f"stderr-{n}.log", tmp_path / f"stdout-{n}.log"
         with err.open("wb") as e, out.open("wb") as o:
             proc = spawn(tmp_path, env, o, e)
         started.append(proc)
-        bridge = Bridge(proc, f"http://127.0.0.1:{port}", err, out)
+        password = store_url.rsplit("@", 1)[0].rsplit(":", 1)[-1] if "@" in store_url else ""
+        bridge = Bridge(proc, f"http://127.0.0.1:{port}", err, out, password)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 15
         async with aiohttp.ClientSession() as http:
@@ -99,6 +105,11 @@ async def terminate(bridge: Bridge, within: float = 5.0) -> float:
     assert rc == 0, bridge.stderr.read_text()
     assert took < within, took
     return took
+
+
+def _password(bridge: Bridge) -> tuple[str, ...]:
+    """The store's password, when the bridge runs on PostgreSQL (it must never be logged)."""
+    return tuple(p for p in [bridge.store_password] if p)
 
 
 def assert_json_logs(bridge: Bridge, *secrets: str) -> list[dict[str, Any]]:
@@ -205,7 +216,9 @@ async def test_a_restart_loses_nothing(launch: Any) -> None:
         assert (await api.post("/v1/sessions/s-3/end", {"result": "no answer"})).status == 200
         before = await snapshot(api, admin)
     await terminate(first)
-    records = assert_json_logs(first, token, ADMIN)
+    records = assert_json_logs(first, token, ADMIN, *_password(first))
+    [loaded] = [r for r in records if r.get("event") == "store_loaded"]
+    assert loaded["store"] == ("PostgresStore" if first.store_password else "SqliteStore")
     assert {"bridge_started", "bridge_stopped"} <= {r["event"] for r in records}
 
     second = await launch(2)
@@ -252,7 +265,7 @@ async def test_a_restart_loses_nothing(launch: Any) -> None:
         assert (await api.post("/v1/sessions/s-1/end", {"result": "transferred"})).status == 200
         await open_session(api, "s-9", "a-7", "+34900000009")
     await terminate(second)
-    assert_json_logs(second, token, ADMIN)
+    assert_json_logs(second, token, ADMIN, *_password(second))
 
 
 async def test_sigterm_answers_a_waiting_long_poll_and_exits_cleanly(launch: Any) -> None:

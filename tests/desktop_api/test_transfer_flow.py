@@ -20,6 +20,9 @@ from bridge.evidence import (
 )
 from bridge.model import CallState, ConsultState, ReferState, TransferKind
 from desktop_api.testing import ApiClient, RunningBridge
+from tests.conftest import STORES
+
+pytestmark = STORES  # the same API behaviour on SQLite and on PostgreSQL
 
 OK = "SIP/2.0 200 OK"
 BLOCKED_REASON = "a transferred session must be ended with a result before new requests"
