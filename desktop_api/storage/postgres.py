@@ -2,7 +2,8 @@
 
 `[store] url = "postgresql://user:password@host:port/database"`. The `Store` interface is
 blocking (the service runs every call on its one store thread), so this uses psycopg's
-synchronous connection: one connection, autocommit off, one transaction per call.
+synchronous connection: one connection, autocommit off, one transaction per call. The queries
+are `desktop_api/storage/queries.py`, shared with SQLite; the schema is this module's.
 
 Guarantees, as with SQLite:
 - numbered migrations in `schema_version`, applied under an advisory lock (two bridges starting
@@ -21,7 +22,6 @@ call reconnects, so the bridge recovers by itself when the server is back.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -30,9 +30,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 
-from bridge.model import Account, Agent, Phone, Session
-from bridge.session.view import session_from_record, session_record
-from bridge.store import Change, SessionWrite, StoreConflict, StoreUnavailable, TokenRecord
+from bridge.store import StoreConflict, StoreUnavailable
+from desktop_api.storage.queries import SqlStore, Tx
 
 T = TypeVar("T")
 
@@ -76,7 +75,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-TOKEN_COLUMNS = "id, account_id, created_at, expires_at, revoked_at"
 MIGRATION_LOCK = 0x7472616E73666572  # pg_advisory_xact_lock key: "transfer" in ASCII
 
 
@@ -89,7 +87,7 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """`bridge.store.Store` on one PostgreSQL database; safe from one worker thread at a time."""
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
@@ -122,13 +120,13 @@ class PostgresStore:
             raise StoreUnavailable(f"cannot reach the store at {self.where}") from exc
         return self._db
 
-    def _run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _write(self, fn: Callable[[Tx], T]) -> T:
         """`fn` in one transaction: committed if it returns, rolled back if it raises."""
         with self._lock:
             db = self._connection()
             try:
                 with db.transaction():
-                    return fn(db)
+                    return fn(_Placeholders(db))
             except pg_errors.IntegrityError as exc:
                 raise StoreConflict(_first_line(exc)) from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -144,7 +142,7 @@ class PostgresStore:
                 db.close()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self._run(lambda db: db.execute(sql, args).fetchall())
+        return self._write(lambda tx: tx.execute(sql, args).fetchall())
 
     def _migrate(self, db: psycopg.Connection[Any]) -> None:
         with db.transaction():
@@ -166,252 +164,23 @@ class PostgresStore:
         rows = self._read("SELECT max(version) FROM schema_version")
         return int(rows[0][0])
 
-    # --- loading at start-up -----------------------------------------------------------------
-
-    def load_accounts(self) -> list[Account]:
-        rows = self._read("SELECT id, name, transfer_enabled, created_at FROM accounts")
-        return [Account(r[0], r[1], bool(r[2]), r[3]) for r in rows]
-
-    def load_agents(self) -> list[Agent]:
-        rows = self._read("SELECT account_id, id, name, phone, updated_at FROM agents")
-        return [Agent(r[0], r[1], r[2], Phone.from_json(json.loads(r[3])), r[4]) for r in rows]
-
-    def load_open_sessions(self) -> list[Session]:
-        rows = self._read("SELECT body FROM sessions WHERE status <> 'ended'")
-        return [session_from_record(json.loads(r[0])) for r in rows]
-
-    # --- accounts, tokens, agents ------------------------------------------------------------
-
-    def create_account(self, account: Account) -> None:
-        self._run(
-            lambda db: db.execute(
-                "INSERT INTO accounts (id, name, transfer_enabled, created_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (account.id, account.name, account.transfer_enabled, account.created_at),
-            )
-        )
-
-    def update_account(self, account: Account) -> None:
-        self._run(
-            lambda db: db.execute(
-                "UPDATE accounts SET name = %s, transfer_enabled = %s WHERE id = %s",
-                (account.name, account.transfer_enabled, account.id),
-            )
-        )
-
-    def add_token(self, token_hash: str, token: TokenRecord) -> None:
-        self._run(
-            lambda db: db.execute(
-                "INSERT INTO account_tokens (token_hash, id, account_id, created_at, expires_at)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (token_hash, token.id, token.account_id, token.created_at, token.expires_at),
-            )
-        )
-
-    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        rows = self._read(
-            f"SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE token_hash = %s", (token_hash,)
-        )
-        return TokenRecord(*rows[0]) if rows else None
-
-    def list_tokens(self, account_id: str) -> list[TokenRecord]:
-        rows = self._read(
-            f"SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE account_id = %s"
-            " ORDER BY created_at, id",
-            (account_id,),
-        )
-        return [TokenRecord(*r) for r in rows]
-
-    def revoke_token(
-        self, account_id: str, token_id: str, at: str
-    ) -> tuple[TokenRecord, str] | None:
-        """Mark a token revoked (once: a second revocation keeps the first time); returns the
-        token and its hash, or None if the account has no such token."""
-
-        def run(db: psycopg.Connection[Any]) -> tuple[TokenRecord, str] | None:
-            db.execute(
-                "UPDATE account_tokens SET revoked_at = %s"
-                " WHERE account_id = %s AND id = %s AND revoked_at IS NULL",
-                (at, account_id, token_id),
-            )
-            rows = db.execute(
-                f"SELECT {TOKEN_COLUMNS}, token_hash FROM account_tokens"
-                " WHERE account_id = %s AND id = %s",
-                (account_id, token_id),
-            ).fetchall()
-            return (TokenRecord(*rows[0][:5]), rows[0][5]) if rows else None
-
-        return self._run(run)
-
-    def put_agent(self, agent: Agent, phone_key: str) -> None:
-        self._run(
-            lambda db: db.execute(
-                "INSERT INTO agents (account_id, id, name, phone, phone_key, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (account_id, id) DO UPDATE SET"
-                " name = excluded.name, phone = excluded.phone, phone_key = excluded.phone_key,"
-                " updated_at = excluded.updated_at",
-                (
-                    agent.account_id,
-                    agent.id,
-                    agent.name,
-                    json.dumps(agent.phone.to_json()),
-                    phone_key,
-                    agent.updated_at,
-                ),
-            )
-        )
-
-    # --- sessions, audit, change feed --------------------------------------------------------
-
-    def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
-        def run(db: psycopg.Connection[Any]) -> list[int]:
-            cursors = []
-            for w in writes:
-                s = w.session
-                body = json.dumps(session_record(s), separators=(",", ":"))
-                if w.create:
-                    db.execute(
-                        "INSERT INTO sessions (account_id, id, agent_id, status, version,"
-                        " created_at, body) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (s.account_id, s.id, s.agent_id, s.status.value, s.version,
-                         s.created_at, body),
-                    )  # fmt: skip
-                else:
-                    cur = db.execute(
-                        "UPDATE sessions SET status = %s, version = %s, body = %s"
-                        " WHERE account_id = %s AND id = %s AND version < %s",
-                        (s.status.value, s.version, body, s.account_id, s.id, s.version),
-                    )
-                    if cur.rowcount != 1:
-                        raise StoreConflict(
-                            f"session {s.id} changed underneath version {s.version}"
-                        )
-                _insert_audit(db, s, w.audit)
-                # The account's own cursor: the row lock serialises concurrent writers.
-                row = db.execute(
-                    "INSERT INTO account_cursors (account_id, last) VALUES (%s, 1)"
-                    " ON CONFLICT (account_id) DO UPDATE SET last = account_cursors.last + 1"
-                    " RETURNING last",
-                    (s.account_id,),
-                ).fetchone()
-                assert row is not None
-                cursor = int(row[0])
-                db.execute(
-                    "INSERT INTO changes (account_id, cursor, session_id, version, body)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    (s.account_id, cursor, s.id, s.version, body),
-                )
-                cursors.append(cursor)
-            return cursors
-
-        return self._run(run)
-
-    def append_audit(self, session: Session, audit: Sequence[Any]) -> None:
-        """Audit lines for evidence that changed nothing (duplicates, evidence after the end)."""
-        self._run(lambda db: _insert_audit(db, session, audit))
-
-    def get_session(self, account_id: str, session_id: str) -> Session | None:
-        rows = self._read(
-            "SELECT body FROM sessions WHERE account_id = %s AND id = %s",
-            (account_id, session_id),
-        )
-        return session_from_record(json.loads(rows[0][0])) if rows else None
-
-    def list_sessions(
-        self, account_id: str, agent_id: str | None, status: str | None, limit: int
-    ) -> list[Session]:
-        sql = "SELECT body FROM sessions WHERE account_id = %s"
-        args: list[Any] = [account_id]
-        if agent_id is not None:
-            sql += " AND agent_id = %s"
-            args.append(agent_id)
-        if status is not None:
-            sql += " AND status = %s"
-            args.append(status)
-        sql += " ORDER BY created_at DESC, id LIMIT %s"
-        args.append(limit)
-        return [session_from_record(json.loads(r[0])) for r in self._read(sql, args)]
-
-    def read_audit(self, account_id: str, session_id: str) -> list[dict[str, Any]]:
-        # `seq` as the API shows it is the entry's place in this session's trail (1, 2, ...).
-        rows = self._read(
-            "SELECT row_number() OVER (ORDER BY seq), version, at, kind, event, detail"
-            " FROM audit WHERE account_id = %s AND session_id = %s ORDER BY seq",
-            (account_id, session_id),
-        )
-        return [
-            {
-                "seq": int(r[0]),
-                "version": int(r[1]),
-                "at": r[2],
-                "kind": r[3],
-                "event": r[4],
-                "detail": json.loads(r[5]),
-            }
-            for r in rows
-        ]
-
-    def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
-        rows = self._read(
-            "SELECT cursor, body FROM changes WHERE account_id = %s AND cursor > %s"
-            " ORDER BY cursor LIMIT %s",
-            (account_id, seq, limit),
-        )
-        return [Change(int(r[0]), account_id, session_from_record(json.loads(r[1]))) for r in rows]
-
-    def last_change_cursors(self) -> dict[str, int]:
-        """Each account's newest change cursor."""
-        return {r[0]: int(r[1]) for r in self._read("SELECT account_id, last FROM account_cursors")}
-
-    def first_change_seq(self, account_id: str) -> int:
-        """The account's oldest cursor still kept; when none is kept, one past its newest (so
-        every older cursor counts as pruned), 0 for an account with no change yet."""
-        first, last = self._read(
-            "SELECT (SELECT min(cursor) FROM changes WHERE account_id = %s),"
-            " (SELECT last FROM account_cursors WHERE account_id = %s)",
-            (account_id, account_id),
-        )[0]
-        if last is None:
-            return 0
-        return int(first) if first is not None else int(last) + 1
-
-    def prune_changes(self, keep: int) -> int:
-        def run(db: psycopg.Connection[Any]) -> int:
-            cur = db.execute(
-                "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - %s", (keep,)
-            )
-            return int(cur.rowcount)
-
-        return self._run(run)
-
-    def ping(self) -> None:
-        self._read("SELECT 1")
-
     def close(self) -> None:
         with self._lock:
             self._forget()
 
 
-def _insert_audit(db: psycopg.Connection[Any], session: Session, audit: Sequence[Any]) -> None:
-    if not audit:
-        return
-    with db.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO audit (account_id, session_id, version, at, kind, event, detail)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    session.account_id,
-                    session.id,
-                    session.version,
-                    e.at,
-                    e.kind,
-                    e.event,
-                    json.dumps(e.detail, separators=(",", ":")),
-                )
-                for e in audit
-            ],
-        )
+class _Placeholders:
+    """psycopg behind the shared queries' `?` placeholders."""
+
+    def __init__(self, db: psycopg.Connection[Any]) -> None:
+        self._db = db
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql.replace("?", "%s"), args)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        with self._db.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
 
 
 def _first_line(exc: Exception) -> str:

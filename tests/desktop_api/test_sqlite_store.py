@@ -8,23 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Account, Agent, Customer, Phone, Session
-from bridge.session.outcome import AuditEntry
-from bridge.store import SessionWrite
 from desktop_api.storage.sqlite import MIGRATIONS, SqliteStore
-
-NOW = "2026-11-25T10:00:00.000Z"
+from tests.desktop_api.store.seed import seed
 
 
 def seeded(path: Path) -> SqliteStore:
-    store = SqliteStore(path)
-    store.create_account(Account("acme", "Acme", True, NOW))
-    store.put_agent(
-        Agent("acme", "a-7", "Ana", Phone("sip:1001@pbx.example"), NOW), "1001@pbx.example"
-    )
-    session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW)
-    store.write_sessions([SessionWrite(session, [AuditEntry(NOW, "desktop", "opened")], True)])
-    return store
+    return seed(SqliteStore(path))
 
 
 def test_fresh_file_is_migrated_in_wal_mode(tmp_path: Path) -> None:

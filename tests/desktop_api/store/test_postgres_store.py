@@ -8,24 +8,16 @@ import threading
 import psycopg
 import pytest
 
-from bridge.model import Account, Agent, Customer, Phone, Session
+from bridge.model import Customer, Session
 from bridge.session.outcome import AuditEntry
 from bridge.store import SessionWrite, StoreConflict, StoreUnavailable
 from desktop_api.storage.postgres import MIGRATIONS, PostgresStore, describe_url
+from tests.desktop_api.store.seed import NOW, seed
 from tests.rig.postgres import Cluster
-
-NOW = "2026-11-25T10:00:00.000Z"
 
 
 def seeded(url: str) -> PostgresStore:
-    store = PostgresStore(url)
-    store.create_account(Account("acme", "Acme", True, NOW))
-    store.put_agent(
-        Agent("acme", "a-7", "Ana", Phone("sip:1001@pbx.example"), NOW), "1001@pbx.example"
-    )
-    session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW)
-    store.write_sessions([SessionWrite(session, [AuditEntry(NOW, "desktop", "opened")], True)])
-    return store
+    return seed(PostgresStore(url))
 
 
 def test_a_fresh_database_is_migrated_once_and_a_newer_one_refused(pg_cluster: Cluster) -> None:

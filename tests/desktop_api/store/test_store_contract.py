@@ -10,18 +10,7 @@ from bridge.model import Account, Agent, Customer, Phone, Session
 from bridge.session.outcome import AuditEntry
 from bridge.store import SessionWrite, Store, StoreConflict, TokenRecord
 from tests.desktop_api.store.conftest import StoreOpener
-
-NOW = "2026-11-25T10:00:00.000Z"
-
-
-def seed(store: Store) -> Store:
-    store.create_account(Account("acme", "Acme", True, NOW))
-    store.put_agent(
-        Agent("acme", "a-7", "Ana", Phone("sip:1001@pbx.example"), NOW), "1001@pbx.example"
-    )
-    session = Session("acme", "s-1", "a-7", Customer("+34900000001"), NOW)
-    store.write_sessions([SessionWrite(session, [AuditEntry(NOW, "desktop", "opened")], True)])
-    return store
+from tests.desktop_api.store.seed import NOW, seed
 
 
 def version(store: Store, v: int) -> Session:
