@@ -14,8 +14,9 @@ Time is the bridge's own receive time, ``now``, never a capture timestamp: a rep
 a capture host whose clock is off must not decide when a dialog is forgotten. Memory is bounded
 by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports, and by hard
 caps that hold whatever a peer sends: at most ``max_live_per_phone`` live legs per phone (past
-it the oldest still being set up goes) and ``max_calls`` Call-IDs in all (past it the least
-recently active goes); each eviction is counted (``evicted``). A new call's classification
+it the oldest still being set up goes), as many incoming calls not yet answered by the phone,
+and ``max_calls`` Call-IDs in all (past it the least recently active goes); each eviction is
+counted (``evicted``). A new call's classification
 looks only at the phone's answered calls (an index), so an INVITE storm for one phone costs the
 same per INVITE as a single call.
 
@@ -106,6 +107,8 @@ class DialogTracker:
         self._live: dict[str, dict[Leg, int]] = {}
         # phone -> those of its live legs that are answered (CONFIRMED): all _classify reads
         self._up: dict[str, dict[Leg, int]] = {}
+        # phone -> incoming legs the phone has not answered yet (not live until it does)
+        self._pending: dict[str, dict[Leg, None]] = {}
         self._live_seq = itertools.count()
         self._evicted: list[Leg] = []  # verified legs evicted, for the detector to forget
         self._count = 0
@@ -258,6 +261,11 @@ class DialogTracker:
         self._count += len(legs)
         for leg in legs:
             self._schedule(leg, now + self.setup_max)
+            if not leg.verified:
+                pending = self._pending.setdefault(leg.phone, {})
+                pending[leg] = None
+                if len(pending) > self.max_live_per_phone:  # a storm of calls to the phone
+                    self._evict_leg(next(iter(pending)))
         while len(self._legs) > self.max_calls:
             self._evict_call(next(iter(self._legs)))
 
@@ -265,6 +273,9 @@ class DialogTracker:
 
     def _make_live(self, leg: Leg) -> None:
         """``leg`` is verified and not ended; past the phone's cap its oldest live leg goes."""
+        pending = self._pending.get(leg.phone)
+        if pending is not None and pending.pop(leg, 0) is None and not pending:
+            del self._pending[leg.phone]
         live = self._live.setdefault(leg.phone, {})
         if leg in live:
             return
@@ -462,7 +473,8 @@ class DialogTracker:
         out.append(LegEnded(leg, prior, by_phone, cause, code, status, q850))
 
     def _unlive(self, leg: Leg) -> None:
-        for index in (self._live, self._up):
+        index: dict[str, dict[Leg, int]] | dict[str, dict[Leg, None]]
+        for index in (self._live, self._up, self._pending):
             legs = index.get(leg.phone)
             if legs is not None:
                 legs.pop(leg, None)
