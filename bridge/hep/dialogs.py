@@ -15,7 +15,7 @@ a capture host whose clock is off must not decide when a dialog is forgotten. Me
 by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports, and by hard
 caps that hold whatever a peer sends: at most ``max_live_per_phone`` live legs per phone (past
 it the oldest still being set up goes), as many incoming calls not yet answered by the phone,
-and ``max_calls`` Call-IDs in all (past it the least recently active goes); each eviction is
+and ``max_legs`` legs in all (past it the least recently active Call-ID goes); each eviction is
 counted (``evicted``). A new call's classification
 looks only at the phone's answered calls (an index), so an INVITE storm for one phone costs the
 same per INVITE as a single call.
@@ -61,7 +61,7 @@ __all__ = ["DialogTracker"]
 RETRIED = frozenset({401, 407, 422, 491})
 SETUP = frozenset({LegState.TRYING, LegState.EARLY})
 MAX_LIVE_PER_PHONE = 64  # live legs of one phone (a real phone has a handful at most)
-MAX_CALLS = 20_000  # Call-IDs tracked in all
+MAX_LEGS = 20_000  # legs tracked in all (~1.8 KB each)
 
 
 class IllegalLegMove(ValueError):
@@ -84,7 +84,7 @@ class DialogTracker:
         target_window: float = 300.0,
         consult_target_window: float = 32.0,
         max_live_per_phone: int = MAX_LIVE_PER_PHONE,
-        max_calls: int = MAX_CALLS,
+        max_legs: int = MAX_LEGS,
     ) -> None:
         self.directory = directory
         self.contact_check = contact_check
@@ -96,7 +96,7 @@ class DialogTracker:
         self.target_window = target_window  # after a blind REFER: the target may ring long
         self.consult_target_window = consult_target_window  # the PBX dials the consult at once
         self.max_live_per_phone = max_live_per_phone
-        self.max_calls = max_calls
+        self.max_legs = max_legs
         self.unmatched = 0
         self.evicted = 0  # legs dropped past a cap (not expired)
         self.targets = TargetWatches()
@@ -266,7 +266,7 @@ class DialogTracker:
                 pending[leg] = None
                 if len(pending) > self.max_live_per_phone:  # a storm of calls to the phone
                     self._evict_leg(next(iter(pending)))
-        while len(self._legs) > self.max_calls:
+        while self._count > self.max_legs and self._legs:
             self._evict_call(next(iter(self._legs)))
 
     # -- bounds --------------------------------------------------------------------------------
