@@ -14,8 +14,9 @@ Time is the bridge's own receive time, ``now``, never a capture timestamp: a rep
 a capture host whose clock is off must not decide when a dialog is forgotten. Memory is bounded
 by :meth:`DialogTracker.expire`, whose next due time :meth:`next_deadline` reports, and by hard
 caps that hold whatever a peer sends: at most ``max_live_per_phone`` live legs per phone (past
-it the oldest still being set up goes) and ``max_calls`` Call-IDs in all (past it the least
-recently active goes); each eviction is counted (``evicted``). A new call's classification
+it the oldest still being set up goes), as many incoming calls not yet answered by the phone,
+and ``max_legs`` legs in all (past it the least recently active Call-ID goes); each eviction is
+counted (``evicted``). A new call's classification
 looks only at the phone's answered calls (an index), so an INVITE storm for one phone costs the
 same per INVITE as a single call.
 
@@ -60,7 +61,7 @@ __all__ = ["DialogTracker"]
 RETRIED = frozenset({401, 407, 422, 491})
 SETUP = frozenset({LegState.TRYING, LegState.EARLY})
 MAX_LIVE_PER_PHONE = 64  # live legs of one phone (a real phone has a handful at most)
-MAX_CALLS = 20_000  # Call-IDs tracked in all
+MAX_LEGS = 20_000  # legs tracked in all (~1.8 KB each)
 
 
 class IllegalLegMove(ValueError):
@@ -83,7 +84,7 @@ class DialogTracker:
         target_window: float = 300.0,
         consult_target_window: float = 32.0,
         max_live_per_phone: int = MAX_LIVE_PER_PHONE,
-        max_calls: int = MAX_CALLS,
+        max_legs: int = MAX_LEGS,
     ) -> None:
         self.directory = directory
         self.contact_check = contact_check
@@ -95,7 +96,7 @@ class DialogTracker:
         self.target_window = target_window  # after a blind REFER: the target may ring long
         self.consult_target_window = consult_target_window  # the PBX dials the consult at once
         self.max_live_per_phone = max_live_per_phone
-        self.max_calls = max_calls
+        self.max_legs = max_legs
         self.unmatched = 0
         self.evicted = 0  # legs dropped past a cap (not expired)
         self.targets = TargetWatches()
@@ -106,6 +107,8 @@ class DialogTracker:
         self._live: dict[str, dict[Leg, int]] = {}
         # phone -> those of its live legs that are answered (CONFIRMED): all _classify reads
         self._up: dict[str, dict[Leg, int]] = {}
+        # phone -> incoming legs the phone has not answered yet (not live until it does)
+        self._pending: dict[str, dict[Leg, None]] = {}
         self._live_seq = itertools.count()
         self._evicted: list[Leg] = []  # verified legs evicted, for the detector to forget
         self._count = 0
@@ -258,13 +261,21 @@ class DialogTracker:
         self._count += len(legs)
         for leg in legs:
             self._schedule(leg, now + self.setup_max)
-        while len(self._legs) > self.max_calls:
+            if not leg.verified:
+                pending = self._pending.setdefault(leg.phone, {})
+                pending[leg] = None
+                if len(pending) > self.max_live_per_phone:  # a storm of calls to the phone
+                    self._evict_leg(next(iter(pending)))
+        while self._count > self.max_legs and self._legs:
             self._evict_call(next(iter(self._legs)))
 
     # -- bounds --------------------------------------------------------------------------------
 
     def _make_live(self, leg: Leg) -> None:
         """``leg`` is verified and not ended; past the phone's cap its oldest live leg goes."""
+        pending = self._pending.get(leg.phone)
+        if pending is not None and pending.pop(leg, 0) is None and not pending:
+            del self._pending[leg.phone]
         live = self._live.setdefault(leg.phone, {})
         if leg in live:
             return
@@ -462,7 +473,8 @@ class DialogTracker:
         out.append(LegEnded(leg, prior, by_phone, cause, code, status, q850))
 
     def _unlive(self, leg: Leg) -> None:
-        for index in (self._live, self._up):
+        index: dict[str, dict[Leg, int]] | dict[str, dict[Leg, None]]
+        for index in (self._live, self._up, self._pending):
             legs = index.get(leg.phone)
             if legs is not None:
                 legs.pop(leg, None)

@@ -133,7 +133,7 @@ def test_huge_call_ids_and_parties_are_dropped_and_counted() -> None:
 
 
 def test_the_call_table_evicts_the_least_recently_active_call() -> None:
-    t = tracker(max_calls=100, max_live_per_phone=1000)
+    t = tracker(max_legs=100, max_live_per_phone=1000)
     t.feed_bytes(invite("real"), 1.0, 1.0)
     t.feed_bytes(answer("real"), 1.0, 1.0)
     for n in range(300):
@@ -200,3 +200,26 @@ def test_refers_and_notifies_per_dialog_are_capped() -> None:
 def test_a_phone_live_cap_is_a_parameter() -> None:
     dialogs = DialogTracker(PhoneDirectory([AGENT]), max_live_per_phone=3)
     assert dialogs.max_live_per_phone == 3
+
+
+def test_a_storm_of_calls_to_the_phone_keeps_its_answered_call() -> None:
+    """INVITEs *to* a watched phone are not its legs until it answers: capped per phone too,
+    so a storm of them neither grows without bound nor pushes out the call it is on."""
+    t = tracker(max_legs=1000)
+    t.feed_bytes(invite("customer"), 1.0, 1.0)
+    t.feed_bytes(answer("customer"), 1.0, 1.0)
+    for n in range(5000):
+        incoming = message(
+            "INVITE sip:1001@10.0.0.11 SIP/2.0",
+            "1 INVITE",
+            f"in-{n}",
+            frm=f"<sip:{5000 + n}@pbx.example>;tag=c{n}",
+            to="<sip:1001@pbx.example>",
+            branch=f"in-{n}",
+        )
+        t.feed_bytes(incoming, 1.0, 2.0 + n * 1e-3)
+    dialogs = t.dialogs
+    assert len(dialogs._pending[AGENT]) == MAX_LIVE_PER_PHONE
+    assert len(dialogs) <= 2 * MAX_LIVE_PER_PHONE + 1
+    assert dialogs.legs("customer") and not dialogs.legs("customer")[0].removed
+    assert dialogs.evicted == 5000 - MAX_LIVE_PER_PHONE
