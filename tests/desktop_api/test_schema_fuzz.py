@@ -58,7 +58,10 @@ def schemathesis(url: str, token: str, seconds: int, seed: str, report: Path) ->
         "-w",
         "1",  # CPython 3.11's ast is not thread-safe and hypothesis parses lambdas with it
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    # cwd: schemathesis keeps a cache directory where it runs; never in the repository
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 120, cwd=report.parent
+    )
     report.write_text(done.stdout + done.stderr)
     return done.returncode, done.stdout
 
