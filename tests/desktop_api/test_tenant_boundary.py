@@ -304,3 +304,35 @@ async def test_every_route_refuses_every_bad_credential_and_leaks_nothing(
                     assert json.loads(raw)["error"]["code"] == "unauthorized", where
     assert tried == len(routes) * len(credentials)
     assert await acme_state(tenant.api) == before
+
+
+def test_a_source_takes_an_account_and_watches_only_its_phones(tmp_path: Path) -> None:
+    from bridge.model import Agent, Phone
+    from desktop_api.config import ConfigError, load_settings
+    from desktop_api.sources import RunningSources
+    from desktop_api.sources.hep import HepSource
+    from desktop_api.sources.pump import EvidencePump
+
+    config = tmp_path / "bridge.toml"
+    config.write_text('[[sources.hep]]\nname = "acme-pbx"\naccount = "acme"\n')
+    settings = load_settings(config, env={})
+    assert settings.sources["hep"][0]["account"] == "acme"
+    config.write_text('[[sources.hep]]\naccount = "not an id!"\n')
+    with pytest.raises(ConfigError, match="account"):
+        load_settings(config, env={})
+
+    async def apply(_event: PhoneEvent) -> None:
+        return None
+
+    pump = EvidencePump(apply)
+    source = HepSource(0, settings.sources["hep"][0], pump)
+    agents = [
+        Agent("acme", "a-1", "A", Phone("sip:1001@pbx"), "t"),
+        Agent("globex", "g-1", "G", Phone("sip:2002@pbx"), "t"),
+    ]
+    RunningSources(pump, [source]).sync_phones(agents)
+    assert source.tracker.directory.phones == ["sip:1001@pbx"]
+    # what it concludes is stamped with its account on the way into the queue
+    pump.putter("acme")([evidence(CallState.RINGING, call_id="c")])
+    event, _ = pump.queue.get_nowait()
+    assert event.account_id == "acme"
