@@ -2,7 +2,8 @@
 
 It serves the bytes `bench/http_get_session.py` fetched from a real bridge, with the same
 `Content-Type` and `ETag`, on the same route pattern (`/v1/sessions/{session_id}`), started the
-same way as the bridge (`web.run_app`, no access log). No middleware, no auth, no lookup.
+way the bridge is (aiohttp's runner, no access log; the bridge's own runner adds only its
+connection limits and error shape). No middleware, no auth, no lookup.
 
     python bench/baseline_app.py --port 8081 --body session.json \
         --content-type 'application/json; charset=utf-8' --etag '"1"' [--serialize] [--uvloop]

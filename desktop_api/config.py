@@ -18,7 +18,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_body_bytes": 65536,
         "idle_timeout": 15,
         "body_timeout": 15,
-        "max_connections": 1000,
+        "max_connections": 10_000,
     },
     "store": {"url": "sqlite:///var/transfer-bridge.db", "keep_changes": 1_000_000},
     "auth": {"admin_token": ""},
@@ -89,7 +89,7 @@ class Settings:
     max_body_bytes: int = 65536
     idle_timeout: float = 15.0  # seconds to send a request head (after connecting or a response)
     body_timeout: float = 15.0  # seconds to send a request body
-    max_connections: int = 1000  # open HTTP connections at most (more are closed at once)
+    max_connections: int = 10_000  # open HTTP connections at most (more are closed at once)
     store_url: str = "sqlite:///var/transfer-bridge.db"
     keep_changes: int = 1_000_000  # change-feed entries kept for SSE resume
     admin_token: str = ""
