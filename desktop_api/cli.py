@@ -16,7 +16,7 @@ from desktop_api import qa
 from desktop_api.app import create_app
 from desktop_api.config import ConfigError, Settings, load_settings
 from desktop_api.logs import configure_logging
-from desktop_api.server import BridgeRunner
+from desktop_api.server import BACKLOG, BridgeRunner
 
 log = structlog.get_logger("transfer_bridge.cli")
 
@@ -73,7 +73,7 @@ async def serve(settings: Settings) -> None:
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(runner, settings.host, settings.port, backlog=BACKLOG).start()
         await asyncio.Event().wait()  # until cancelled (a signal raises GracefulExit)
     finally:
         await runner.cleanup()

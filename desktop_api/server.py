@@ -38,8 +38,13 @@ from desktop_api.middleware import HTTP_CODES, error_response
 
 log = structlog.get_logger("transfer_bridge.http")
 
-# Descriptors kept free for the store, the sources and the log when connections are capped.
-SPARE_DESCRIPTORS = 64
+# The listening socket's backlog. asyncio accepts up to this many connections in one loop turn
+# before any of them can be closed, so that many descriptors must stay free under the cap.
+BACKLOG = 128
+# Descriptors kept free when connections are capped: the store, the sources and the log (64),
+# plus one turn's worth of accepted connections. Without the second part a burst of clients at
+# the cap ran the process out of descriptors ("socket.accept() out of system resource").
+SPARE_DESCRIPTORS = 64 + BACKLOG
 LOG_EVERY = 10.0  # seconds between two lines about the same kind of refused connection
 
 

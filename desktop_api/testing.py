@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from desktop_api.app import create_app
 from desktop_api.config import Settings
 from desktop_api.keys import EVIDENCE, SERVICE
-from desktop_api.server import BridgeRunner
+from desktop_api.server import BACKLOG, BridgeRunner
 from desktop_api.service import BridgeService
 from desktop_api.sources.pump import EvidencePump
 
@@ -68,7 +68,7 @@ async def running_bridge(settings: Settings) -> AsyncIterator[RunningBridge]:
         shutdown_timeout=5.0,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=BACKLOG)
     await site.start()
     port = runner.addresses[0][1]
     try:
