@@ -1,7 +1,8 @@
 """SIGKILL under write load: nothing the bridge acknowledged is lost (issue 14).
 
 Writers open sessions and step them through the flow as fast as the bridge answers; the bridge
-is killed with SIGKILL mid-load, restarted on the same SQLite file, and every write that was
+is killed with SIGKILL mid-load, restarted on the same store (SQLite file, or PostgreSQL
+database), and every write that was
 answered 2xx before the kill must be there: the session, at least at the acknowledged version,
 its audit trail, and the event feed's replay. Three kills per run keep it short.
 """
@@ -17,9 +18,10 @@ import aiohttp
 import pytest
 
 from desktop_api.testing import ApiClient
+from tests.conftest import STORES
 from tests.desktop_api import bridge_proc
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), STORES]
 
 KILLS = 3
 WRITERS = 8
@@ -54,12 +56,14 @@ async def writer(api: ApiClient, name: str, acked: dict[str, int]) -> None:
             return
 
 
-async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, store_url: str) -> None:
     directory = tmp_path / "bridge"
+    # SQLite: the default file under the bridge's working directory, as a user runs it
+    settings = {"TRANSFER_BRIDGE_STORE_URL": store_url} if "postgresql" in store_url else {}
     acked: dict[str, int] = {}
     token = ""
     for kill in range(KILLS):
-        bridge = await bridge_proc.start(directory)
+        bridge = await bridge_proc.start(directory, settings)
         try:
             async with aiohttp.ClientSession() as http:
                 admin = ApiClient(http, bridge.url, bridge_proc.ADMIN)
@@ -84,7 +88,7 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
         finally:
             with contextlib.suppress(ProcessLookupError):
                 bridge.proc.kill()
-    bridge = await bridge_proc.start(directory)
+    bridge = await bridge_proc.start(directory, settings)
     try:
         async with aiohttp.ClientSession() as http:
             api = ApiClient(http, bridge.url, token)
