@@ -63,7 +63,8 @@ def _number(request: web.Request, name: str, low: float, high: float) -> float |
     if raw is None:
         return None
     try:
-        value = float(raw)
+        # ASCII only: float() also reads other scripts' digits (U+0661) and spaces around them
+        value = float(raw) if raw.isascii() and raw.strip() == raw else math.nan
     except ValueError:
         value = math.nan
     if not (low <= value <= high):

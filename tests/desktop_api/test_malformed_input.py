@@ -520,6 +520,8 @@ async def test_bodies_at_the_limits_are_accepted(api: ApiClient, admin: ApiClien
         ("/v1/sessions/s-1", {"wait": "nan", "version": "1"}, "/query/wait"),
         ("/v1/sessions/s-1", {"wait": "inf", "version": "1"}, "/query/wait"),
         ("/v1/sessions/s-1", {"wait": "", "version": "1"}, "/query/wait"),
+        ("/v1/sessions/s-1", {"wait": "\u0661", "version": "1"}, "/query/wait"),  # Arabic-Indic 1
+        ("/v1/sessions/s-1", {"wait": " 1", "version": "1"}, "/query/wait"),
         ("/v1/sessions/s-1", {"wait": "1", "version": "-1"}, "/query/version"),
         ("/v1/sessions/s-1", {"wait": "1", "version": "1.5"}, "/query/version"),
         ("/v1/sessions/s-1", {"wait": "1", "version": "abc"}, "/query/version"),
