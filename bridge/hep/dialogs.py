@@ -22,9 +22,9 @@ same per INVITE as a single call.
 
 Through a back-to-back PBX the agent's identity also appears on the PBX's *other* leg (the
 customer's INVITE to the PBX is addressed to the agent's extension; the PBX's INVITE to a
-customer carries the agent as From). With ``contact_check`` a leg only counts as the phone's
-when the phone's side of it shows the phone's own user part in its Contact: the PBX's Contact
-(``sip:asterisk@...`` or no user at all) does not.
+customer carries the agent as From). Which leg is the phone's is told from who created or sent
+each message and where the dialog's INVITE went, never from how a Contact is spelled: the rule
+and its limits are in :mod:`bridge.hep.sides`.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from bridge.hep.legs import (
 )
 from bridge.hep.refers import on_notify, on_refer, on_refer_answer
 from bridge.hep.replaces import ReplacingInvites
+from bridge.hep.sides import Hop, OtherSides, origin_of, request_target
 from bridge.hep.targets import CallerIndex, TargetWatches, caller, q850_cause
 from bridge.model import TransferKind
 from bridge.sip import SipMessage, SipParseError
@@ -75,7 +76,6 @@ class DialogTracker:
         self,
         directory: PhoneDirectory,
         *,
-        contact_check: bool = True,
         linger: float = 32.0,
         refer_linger: float = 180.0,
         setup_max: float = 300.0,
@@ -87,7 +87,8 @@ class DialogTracker:
         max_legs: int = MAX_LEGS,
     ) -> None:
         self.directory = directory
-        self.contact_check = contact_check
+        # Per phone: addresses known not to be that phone (a PBX, a proxy, callers).
+        self.others = OtherSides()
         self.linger = linger  # after the end, for retransmitted BYEs and late NOTIFYs
         self.refer_linger = refer_linger  # after the end while a REFER may still get NOTIFYs
         self.setup_max = setup_max  # an INVITE that never gets an answer
@@ -111,6 +112,9 @@ class DialogTracker:
         self._pending: dict[str, dict[Leg, None]] = {}
         self._live_seq = itertools.count()
         self._evicted: list[Leg] = []  # verified legs evicted, for the detector to forget
+        # (phone, where the INVITE went) -> legs of INVITEs addressed to the phone, not yet ended
+        # (verified or not): what a relay's own INVITE to the phone looks up
+        self._incoming: dict[tuple[str, Hop], dict[Leg, None]] = {}
         self._count = 0
         self._heap: list[tuple[float, int, Leg]] = []
         self._seq = itertools.count()
@@ -142,8 +146,11 @@ class DialogTracker:
 
     # -- feeding -------------------------------------------------------------------------------
 
-    def feed(self, msg: SipMessage, now: float) -> list[DialogChange]:
-        """Apply one (de-duplicated) message received at ``now`` (the bridge's clock); may raise
+    def feed(
+        self, msg: SipMessage, now: float, src: Hop | None = None, dst: Hop | None = None
+    ) -> list[DialogChange]:
+        """Apply one (de-duplicated) message received at ``now`` (the bridge's clock); ``src``
+        and ``dst`` are the packet's addresses from the HEP header when known. May raise
         ``SipParseError`` on a malformed header."""
         out: list[DialogChange] = []
         call_id = msg.call_id
@@ -156,7 +163,7 @@ class DialogTracker:
             if legs is not None:
                 self._request(legs, msg, method, now, out)
             elif method == "INVITE" and msg.to_tag is None:
-                self._new_call(msg, call_id, now, out)
+                self._new_call(msg, call_id, now, out, dst)
             elif method in ("INVITE", "REFER"):
                 self._adopt(msg, call_id, method, now, out)
             else:
@@ -166,23 +173,27 @@ class DialogTracker:
         if self.replacing and 200 <= code < 300 and msg.cseq.method == "INVITE":
             self.replacing.answered(call_id, out)
         if legs is not None:
-            self._response(legs, msg, code, now, out)
+            self._response(legs, msg, code, now, out, src)
         elif not out:
             self.unmatched += 1
         return out
 
-    def _sent_by_phone(self, msg: SipMessage, phone: str) -> bool:
-        """True unless the message's Contact names someone other than the phone (a PBX)."""
-        if not self.contact_check:
-            return True
-        contact = msg.header("contact")
-        if not contact:
-            return True
-        return user_of_uri(uri_of_header(contact)) == self.directory.user_of(phone)
+    # -- phone or PBX (bridge.hep.sides) -------------------------------------------------------
 
-    def _new_call(self, msg: SipMessage, call_id: str, now: float, out: list[DialogChange]) -> None:
-        # `from_phone` may also be a PBX's leg carrying the agent as caller; the Contact check
-        # below (for the phone's own legs) and the target watches tell them apart.
+    def _relayed_by(self, phone: str, relay: Hop | None, call_id: str) -> None:
+        """``relay`` just created an INVITE addressed to ``phone``: an earlier INVITE addressed
+        to ``phone`` that went to ``relay`` began the relay's dialog (the customer's with a
+        back-to-back PBX), not the phone's."""
+        legs = self._incoming.get((phone, relay)) if relay is not None else None
+        if legs:
+            for leg in [g for g in legs if g.call_id != call_id]:
+                self._drop(leg)
+
+    def _new_call(
+        self, msg: SipMessage, call_id: str, now: float, out: list[DialogChange], dst: Hop | None
+    ) -> None:
+        # `from_phone` may also be a PBX's leg carrying the agent as caller; who created the
+        # INVITE (bridge.hep.sides) and the target watches tell them apart.
         from_tag = msg.from_tag
         calling = caller(msg)  # read once: the caller index, the target watches, the leg
         if msg.has_header("replaces"):
@@ -197,20 +208,30 @@ class DialogTracker:
             return
         number = msg.cseq.number
         legs: list[Leg] = []
+        origin = origin_of(msg)
         own = (
-            from_phone if from_phone is not None and self._sent_by_phone(msg, from_phone) else None
+            from_phone
+            if from_phone is not None and not self.others.exclude(from_phone, origin)
+            else None
         )
+        sent_to = tuple(h for h in (dst, request_target(msg)) if h is not None)
         if own is not None:
+            self.others.note(own, *sent_to)  # the phone's PBX or proxy
             leg = Leg(call_id, own, True, now)
             leg.phone_tag = from_tag
             leg.remote = user_of_uri(uri_of_header(msg.header("to") or ""))
             leg.invite_cseq = number
             legs.append(leg)
         if to_phone is not None and to_phone != from_phone:
+            self.others.note(to_phone, origin)  # a phone never calls itself
+            self._relayed_by(to_phone, origin, call_id)
             leg = Leg(call_id, to_phone, False, now)
             leg.remote_tag = from_tag
             leg.remote = calling
             leg.invite_cseq = number
+            leg.sent_to = sent_to
+            for hop in sent_to:
+                self._incoming.setdefault((to_phone, hop), {})[leg] = None
             legs.append(leg)
         legs += self.targets.legs_for(msg, call_id, calling, own, to_phone, now)
         if not legs:
@@ -244,7 +265,7 @@ class DialogTracker:
             from_tag is None
             or to_tag is None
             or phone is None
-            or not self._sent_by_phone(msg, phone)
+            or self.others.exclude(phone, origin_of(msg))
         ):
             self.unmatched += 1
             return
@@ -398,7 +419,13 @@ class DialogTracker:
     # -- responses -----------------------------------------------------------------------------
 
     def _response(
-        self, legs: list[Leg], msg: SipMessage, code: int, now: float, out: list[DialogChange]
+        self,
+        legs: list[Leg],
+        msg: SipMessage,
+        code: int,
+        now: float,
+        out: list[DialogChange],
+        src: Hop | None,
     ) -> None:
         cseq = msg.cseq
         method = cseq.method
@@ -407,14 +434,20 @@ class DialogTracker:
                 leg.last_at = now
             # Each side numbers its own requests: a re-INVITE may reuse the INVITE's number.
             if method == "INVITE" and cseq.number == leg.invite_cseq and leg.state in SETUP:
-                self._setup_answer(leg, msg, code, now, out)
+                self._setup_answer(leg, msg, code, now, out, src)
             elif cseq.number == leg.offer_cseq and method == leg.offer_method:
                 on_offer_answer(leg, msg, code, out)
             elif method == "REFER" and leg.refers and msg.from_tag == leg.phone_tag:
                 on_refer_answer(leg, msg, code, out)
 
     def _setup_answer(
-        self, leg: Leg, msg: SipMessage, code: int, now: float, out: list[DialogChange]
+        self,
+        leg: Leg,
+        msg: SipMessage,
+        code: int,
+        now: float,
+        out: list[DialogChange],
+        src: Hop | None,
     ) -> None:
         if code == 100:
             return
@@ -425,7 +458,7 @@ class DialogTracker:
                 self._end(leg, not leg.outgoing, cause, code, now, out, status)
             return
         if not leg.verified:
-            if not self._sent_by_phone(msg, leg.phone):
+            if self.others.exclude(leg.phone, src):
                 self._drop(leg)  # the PBX answered: this is its leg, not the phone's
                 return
             leg.verified = True
@@ -473,6 +506,13 @@ class DialogTracker:
         out.append(LegEnded(leg, prior, by_phone, cause, code, status, q850))
 
     def _unlive(self, leg: Leg) -> None:
+        for hop in leg.sent_to:
+            key = (leg.phone, hop)
+            incoming = self._incoming.get(key)
+            if incoming is not None:
+                incoming.pop(leg, None)
+                if not incoming:
+                    del self._incoming[key]
         index: dict[str, dict[Leg, int]] | dict[str, dict[Leg, None]]
         for index in (self._live, self._up, self._pending):
             legs = index.get(leg.phone)

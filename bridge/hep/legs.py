@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
+from bridge.hep.sides import Hop
 from bridge.model import ReferState, TransferKind
 from bridge.sip import ReplacesParams, SdpDirection
 
@@ -154,6 +155,7 @@ class Leg:
         "removed",
         "replaced",
         "role",
+        "sent_to",
         "started_at",
         "state",
         "targets",
@@ -168,8 +170,10 @@ class Leg:
         self.remote_tag: str | None = None
         self.remote: str | None = None  # the other party's number (user part or P-A-I)
         self.state = LegState.TRYING
-        # An incoming leg counts once the phone itself answers (see DialogTracker.contact_check).
+        # An incoming leg counts once the phone itself answers (see bridge.hep.sides).
         self.verified = outgoing
+        # Where the dialog's INVITE went (HEP destination, Request-URI host:port).
+        self.sent_to: tuple[Hop, ...] = ()
         self.held = False
         self.role = LegRole.CALL
         self.customer: Leg | None = None  # for a consult: the held call it consults about

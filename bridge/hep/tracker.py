@@ -15,6 +15,7 @@ from bridge.hep.dedup import DEFAULT_WINDOW, Deduplicator, message_key
 from bridge.hep.detector import TransferDetector
 from bridge.hep.dialogs import DialogTracker
 from bridge.hep.directory import PhoneDirectory
+from bridge.hep.sides import Hop
 from bridge.sip import SipMessage, SipParseError, parse_message
 
 __all__ = ["MAX_CALL_ID", "MAX_PARTY_HEADER", "SipTracker", "TrackerStats"]
@@ -56,7 +57,6 @@ class SipTracker:
         directory: PhoneDirectory,
         source: str = "hep",
         *,
-        contact_check: bool = True,
         dedupe_window: float = DEFAULT_WINDOW,
         linger: float = 32.0,
         idle_max: float = 4 * 3600.0,
@@ -64,9 +64,7 @@ class SipTracker:
     ) -> None:
         self.directory = directory
         self.tick = tick  # deadlines are rounded up to this, so expiry runs in batches
-        self.dialogs = DialogTracker(
-            directory, contact_check=contact_check, linger=linger, idle_max=idle_max
-        )
+        self.dialogs = DialogTracker(directory, linger=linger, idle_max=idle_max)
         self.detector = TransferDetector(source)
         self.dedup = Deduplicator(dedupe_window)
         self._messages = 0
@@ -76,8 +74,17 @@ class SipTracker:
         self._oversized = 0
         self._events = 0
 
-    def feed(self, msg: SipMessage, at: float, now: float | None = None) -> list[PhoneEvent]:
-        """Apply one parsed message; malformed headers count as dropped, never raise."""
+    def feed(
+        self,
+        msg: SipMessage,
+        at: float,
+        now: float | None = None,
+        src: Hop | None = None,
+        dst: Hop | None = None,
+    ) -> list[PhoneEvent]:
+        """Apply one parsed message; malformed headers count as dropped, never raise. ``src``
+        and ``dst`` are the packet's addresses (HEP header) when known: they tell the phone's
+        messages from a PBX's (:mod:`bridge.hep.sides`)."""
         if now is None:
             now = at
         self._messages += 1
@@ -92,7 +99,7 @@ class SipTracker:
             if self.dedup.seen(message_key(msg), now):
                 self._duplicates += 1
                 return []
-            changes = dialogs.feed(msg, now)
+            changes = dialogs.feed(msg, now, src, dst)
         except SipParseError:
             self._dropped += 1
             return []
@@ -105,7 +112,14 @@ class SipTracker:
         self._events += len(events)
         return events
 
-    def feed_bytes(self, data: bytes, at: float, now: float | None = None) -> list[PhoneEvent]:
+    def feed_bytes(
+        self,
+        data: bytes,
+        at: float,
+        now: float | None = None,
+        src: Hop | None = None,
+        dst: Hop | None = None,
+    ) -> list[PhoneEvent]:
         """Parse and apply one datagram; unparseable input counts as dropped."""
         try:
             msg = parse_message(data)
@@ -113,7 +127,7 @@ class SipTracker:
             self._messages += 1
             self._dropped += 1
             return []
-        return self.feed(msg, at, now)
+        return self.feed(msg, at, now, src, dst)
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` should next run (on the ``now`` clock, a multiple of ``tick``)."""

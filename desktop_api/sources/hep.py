@@ -17,6 +17,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bridge.hep.directory import PhoneDirectory
+from bridge.hep.sides import Hop
 from bridge.hep.tracker import SipTracker
 from bridge.model import Agent
 from desktop_api.config import parse_listen
@@ -42,10 +43,11 @@ class HepSource:
         directory = PhoneDirectory(match_user=bool(entry.get("match_user", False)))
         self.tracker = tracker = SipTracker(directory, source=self.name)
 
-        def sink(payload: bytes, at: float) -> None:
+        def sink(payload: bytes, at: float, src: Hop | None, dst: Hop | None) -> None:
             # `at` is the capture host's time (evidence stamps only); the tracker's windows
-            # and expiry run on this process's monotonic clock.
-            events = tracker.feed_bytes(payload, at, time.monotonic())
+            # and expiry run on this process's monotonic clock. The packet's addresses tell
+            # the phone's messages from its PBX's.
+            events = tracker.feed_bytes(payload, at, time.monotonic(), src, dst)
             if events:
                 put(events)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bridge.hep.decode import HepDecodeError, HepDecoder, HepProto
+from bridge.hep.sides import Hop, hop
 
 log = structlog.get_logger("transfer_bridge.hep.decode")
 
@@ -31,7 +32,8 @@ MAX_DATAGRAM = 65535
 DRAIN_BATCH = 512  # datagrams read per loop turn before yielding to other callbacks
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
-SipSink = Callable[[bytes, float], None]
+# (SIP payload, capture time, the packet's source and destination addresses when it has them)
+SipSink = Callable[[bytes, float, Hop | None, Hop | None], None]
 
 
 @dataclass
@@ -156,7 +158,9 @@ class HepListener:
         stats.sip += 1
         at = packet.timestamp if packet.timestamp is not None else self._clock()
         try:
-            self._sink(packet.payload, at)
+            src = hop(packet.src_ip, packet.src_port)
+            dst = hop(packet.dst_ip, packet.dst_port)
+            self._sink(packet.payload, at, src, dst)
         except Exception:
             # A bug downstream must not stop the capture; it is counted and logged once each.
             stats.dropped["failed"] += 1

@@ -14,6 +14,7 @@ from bridge.evidence import PhoneEvent
 from bridge.hep.capture import join_capture, split_capture
 from bridge.hep.decode import decode_hep
 from bridge.hep.directory import PhoneDirectory
+from bridge.hep.sides import hop
 from bridge.hep.tracker import SipTracker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hep"
@@ -52,5 +53,6 @@ def replay_sip(
             continue
         payload = edit(hep.payload) if edit is not None else hep.payload
         if payload is not None:
-            out.extend(tracker.feed_bytes(payload, hep.timestamp or 0.0))
+            src, dst = hop(hep.src_ip, hep.src_port), hop(hep.dst_ip, hep.dst_port)
+            out.extend(tracker.feed_bytes(payload, hep.timestamp or 0.0, None, src, dst))
     return out

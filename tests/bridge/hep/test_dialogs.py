@@ -250,18 +250,6 @@ class TestCallLegs:
         assert kinds(tracker.feed(answer("200 OK"), T0 + 2)) == ["LegAnswered"]
         assert leg.phone_tag == "ph"
 
-    def test_the_pbx_answering_for_the_extension_is_not_the_phone(self) -> None:
-        tracker = DialogTracker(PHONES)
-        tracker.feed(incoming_invite(), T0)
-        assert tracker.feed(answer("180 Ringing", "Contact: <sip:10.0.0.2:5060>"), T0) == []
-        assert tracker.legs("call-1") == () and len(tracker) == 0
-        loose = DialogTracker(PHONES, contact_check=False)
-        loose.feed(incoming_invite(), T0)
-        assert kinds(loose.feed(answer("180 Ringing", "Contact: <sip:10.0.0.2>"), T0)) == [
-            "LegStarted",
-            "LegRinging",
-        ]
-
     def test_cancelled_incoming_call(self) -> None:
         tracker = DialogTracker(PHONES)
         tracker.feed(incoming_invite(), T0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -41,7 +42,7 @@ def packet(
 async def started(password: str | None = "secret") -> tuple[HepListener, list[tuple[bytes, float]]]:
     got: list[tuple[bytes, float]] = []
     listener = HepListener(
-        "pbx", "127.0.0.1", 0, password, lambda p, at: got.append((p, at)), clock=lambda: 0.0
+        "pbx", "127.0.0.1", 0, password, lambda p, at, *_: got.append((p, at)), clock=lambda: 0.0
     )
     listener.start()
     return listener, got
@@ -63,6 +64,23 @@ async def test_sip_payloads_are_handed_on_with_their_capture_time() -> None:
     listener.close()
     assert got == [(INVITE, 1_764_000_000.25)]
     assert listener.stats.sip == 1
+
+
+async def test_the_packets_addresses_are_handed_on_so_the_phone_is_told_from_its_pbx() -> None:
+    got: list[tuple[object, object]] = []
+    listener = HepListener(
+        "pbx", "127.0.0.1", 0, None, lambda p, at, src, dst: got.append((src, dst)), clock=time.time
+    )
+    listener.start()
+    no_addresses = encode_hep(  # a capture agent that leaves the addresses unset
+        INVITE, src_ip="0.0.0.0", src_port=0, dst_ip="0.0.0.0", dst_port=0, timestamp=1.0
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(packet(), listener.address)
+        tx.sendto(no_addresses, listener.address)
+        await settle(listener, 2)
+    listener.close()
+    assert got == [(("127.0.0.1", 5081), ("127.0.0.1", 5070)), (None, None)]
 
 
 async def test_bad_packets_are_counted_and_dropped_and_the_listener_goes_on() -> None:
@@ -97,7 +115,7 @@ async def test_without_a_password_any_auth_key_is_accepted() -> None:
 async def test_a_failing_consumer_is_counted_not_fatal() -> None:
     calls = []
 
-    def sink(payload: bytes, at: float) -> None:
+    def sink(payload: bytes, at: float, src: object, dst: object) -> None:
         calls.append(at)
         raise RuntimeError("downstream bug")
 
@@ -129,7 +147,7 @@ async def test_a_burst_is_drained_without_loss() -> None:
 def test_any_datagram_is_counted_once_as_sip_or_dropped(data: bytes) -> None:
     got: list[tuple[bytes, float]] = []
     listener = HepListener(
-        "pbx", "127.0.0.1", 0, "secret", lambda p, at: got.append((p, at)), clock=lambda: 0.0
+        "pbx", "127.0.0.1", 0, "secret", lambda p, at, *_: got.append((p, at)), clock=lambda: 0.0
     )
     listener.handle(data)  # the same path a datagram takes, without the socket
     listener.handle(b"HEP3" + data)
