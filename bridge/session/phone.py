@@ -131,9 +131,12 @@ def _requested(
 def _progressed(session: Session, obs: TransferProgressed, entry: AuditEntry, now: str) -> Outcome:
     transfer = session.transfer
     if transfer.phone.refer in (ReferState.SUCCEEDED, ReferState.FAILED):
-        return Outcome(session, (_noted(entry, "after_final"),), False)
+        # Another source may have decided first: the view still shows the wire's sipfrag.
+        return _noted_sipfrag(session, obs.sipfrag, entry, "after_final", now)
     phone = replace(
-        transfer.phone, refer=obs.refer, last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag
+        transfer.phone,
+        refer=obs.refer,
+        last_sipfrag=stronger_sipfrag(transfer.phone.last_sipfrag, obs.sipfrag),
     )
     if phone == transfer.phone:
         return Outcome(session, (_noted(entry, "duplicate"),), False)
@@ -214,26 +217,103 @@ def _noted(entry: AuditEntry, note: str) -> AuditEntry:
     return replace(entry, detail={**entry.detail, "ignored": note})
 
 
-def _final_status(line: str | None) -> bool:
-    """True for a final SIP status line (``SIP/2.0 200 OK``, ``SIP/2.0 486 Busy Here``)."""
+def _sipfrag_rank(line: str) -> tuple[int, int] | None:
+    """Provisional ones by how far on (100 < 180 < 183), below a 2xx (at most the PBX's report
+    of success), below an error status (the attempt failed; nothing later undoes that)."""
     try:
-        code, _ = parse_status_line(line or "")
+        code, _ = parse_status_line(line)
     except SipParseError:
-        return False
-    return code >= 200
+        return None
+    if code < 200:
+        return (0, code)
+    return (1, 0) if code < 300 else (2, 0)
+
+
+def stronger_sipfrag(current: str | None, new: str | None) -> str | None:
+    """The sipfrag the view shows: the strongest wire fact, the same whichever source or
+    message came first (:func:`_sipfrag_rank`; of two equally strong ones the first stays, and
+    a new attempt starts with none)."""
+    if not new:
+        return current
+    if not current:
+        return new
+    new_rank = _sipfrag_rank(new)
+    if new_rank is None:
+        return current
+    current_rank = _sipfrag_rank(current)
+    return new if current_rank is None or new_rank > current_rank else current
 
 
 def _noted_sipfrag(
-    session: Session, sipfrag: str | None, entry: AuditEntry, note: str, now: str
+    session: Session,
+    sipfrag: str | None,
+    entry: AuditEntry,
+    note: str,
+    now: str,
+    *,
+    reported_at: str | None = None,
 ) -> Outcome:
-    """Evidence that settles nothing new; only a final sipfrag where the view shows a
-    provisional one (the later, stronger wire fact) is taken, whichever source came first."""
+    """Evidence that settles nothing new. What it says about the wire is still merged into the
+    view as it would be had it come first: its sipfrag when it is the stronger one
+    (:func:`stronger_sipfrag`), and ``reported_at`` (a PBX report's time) when it is earlier
+    than the one shown."""
     noted = _noted(entry, note)
     phone = session.transfer.phone
-    if _final_status(sipfrag) and not _final_status(phone.last_sipfrag):
-        new_phone = replace(phone, last_sipfrag=sipfrag)
+    new_phone = replace(
+        phone,
+        last_sipfrag=stronger_sipfrag(phone.last_sipfrag, sipfrag),
+        pbx_reported_at=_earliest(phone.pbx_reported_at, reported_at),
+    )
+    if new_phone != phone:
         return _phone_change(session, replace(session.transfer, phone=new_phone), noted, now)
     return Outcome(session, (noted,), False)
+
+
+def _earliest(current: str | None, new: str | None) -> str | None:
+    """The earlier of two RFC 3339 times (either may be None; unreadable ones lose)."""
+    if current is None or new is None:
+        return current or new
+    return new if _before(new, "", current, "") else current
+
+
+def _before(at: str, source: str, other_at: str, other_source: str) -> bool:
+    """Whether (at, source) sorts before (other_at, other_source): by the sources' own times,
+    then by name, so two sources' reports of one outcome give one view in any order."""
+    try:
+        a, b = datetime.fromisoformat(at), datetime.fromisoformat(other_at)
+    except (TypeError, ValueError):
+        return False
+    return (a, source) < (b, other_source)
+
+
+def _same_outcome_earlier(
+    session: Session,
+    evidence: PhoneEvidence,
+    changes: dict[str, Any],
+    sipfrag: str | None,
+    entry: AuditEntry,
+    now: str,
+) -> Outcome:
+    """Another source's report of the outcome already shown (success or failure of the same
+    attempt): the view names the source that saw it first by its own clock, so it does not
+    depend on which report reached the bridge first."""
+    phone = session.transfer.phone
+    shown = phone.final_at
+    if (
+        not _other_source(session.transfer, evidence)
+        or shown is None
+        or not _before(evidence.at, evidence.source, shown, phone.proved_by or "")
+    ):
+        return _noted_sipfrag(session, sipfrag, entry, "duplicate", now)
+    new_phone = replace(
+        phone,
+        proved_by=evidence.source,
+        final_at=evidence.at,
+        last_sipfrag=stronger_sipfrag(phone.last_sipfrag, sipfrag),
+        **changes,
+    )
+    noted = _noted(entry, "duplicate")
+    return _phone_change(session, replace(session.transfer, phone=new_phone), noted, now)
 
 
 def _phone_change(session: Session, transfer: Transfer, entry: AuditEntry, now: str) -> Outcome:
@@ -266,18 +346,20 @@ def _phone_reported(
             new_phone = replace(
                 phone,
                 pbx_reported_at=evidence.at,
-                last_sipfrag=sipfrag if _final_status(sipfrag) else phone.last_sipfrag,
+                last_sipfrag=stronger_sipfrag(phone.last_sipfrag, sipfrag),
             )
             noted = _noted(entry, "after_success")
             return _phone_change(session, replace(transfer, phone=new_phone), noted, now)
-        return _noted_sipfrag(session, sipfrag, entry, "after_success", now)
+        return _noted_sipfrag(
+            session, sipfrag, entry, "after_success", now, reported_at=evidence.at
+        )
     if phone.refer is ReferState.FAILED or phone.proof is not ProofGrade.NONE:
         note = "after_final" if phone.refer is ReferState.FAILED else "duplicate"
-        return _noted_sipfrag(session, sipfrag, entry, note, now)
+        return _noted_sipfrag(session, sipfrag, entry, note, now, reported_at=evidence.at)
     new_phone = replace(
         phone,
         refer=ReferState.SUCCEEDED,
-        last_sipfrag=sipfrag or phone.last_sipfrag,
+        last_sipfrag=stronger_sipfrag(phone.last_sipfrag, sipfrag),
         proof=ProofGrade.PBX_REPORTED,
         proof_reason=reason,
         pbx_reported_at=evidence.at,
@@ -290,7 +372,8 @@ def _phone_succeeded(
 ) -> Outcome:
     transfer = session.transfer
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
-        return _noted_sipfrag(session, obs.sipfrag, entry, "duplicate", now)
+        changes = {"proof": obs.proof, "proof_reason": obs.reason, "handoff_at": evidence.at}
+        return _same_outcome_earlier(session, evidence, changes, obs.sipfrag, entry, now)
     entries = [entry]
     if transfer.phone.refer is ReferState.FAILED and _other_source(transfer, evidence):
         # Same attempt (no new request since), another source proved the opposite. Proof that
@@ -299,7 +382,7 @@ def _phone_succeeded(
     phone = replace(
         transfer.phone,
         refer=ReferState.SUCCEEDED,
-        last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
+        last_sipfrag=stronger_sipfrag(transfer.phone.last_sipfrag, obs.sipfrag),
         proved_by=evidence.source,
         final_at=evidence.at,
         decided_at=now,
@@ -329,21 +412,20 @@ def _phone_failed(
 ) -> Outcome:
     transfer = session.transfer
     if transfer.state is TransferState.TRANSFERRED and transfer.confirmed_by in PHONE_PROVED:
-        noted = _noted(entry, "after_success")
         if _other_source(transfer, evidence):
-            # The customer was proved to reach the target; another source says it failed.
-            return Outcome(
-                session,
-                (noted, _disagreement(transfer.phone.proved_by, evidence.source, now)),
-                False,
-            )
-        return Outcome(session, (noted,), False)
+            # The customer was proved to reach the target; another source says it failed. The
+            # proof stands; the wire's sipfrag is shown as it would be had this come first.
+            outcome = _noted_sipfrag(session, obs.sipfrag, entry, "after_success", now)
+            disagree = _disagreement(transfer.phone.proved_by, evidence.source, now)
+            return replace(outcome, audit=(*outcome.audit, disagree))
+        return Outcome(session, (_noted(entry, "after_success"),), False)
     if transfer.state is TransferState.FAILED and transfer.phone.refer is ReferState.FAILED:
-        return _noted_sipfrag(session, obs.sipfrag, entry, "duplicate", now)
+        changes = {"failure": obs.cause}
+        return _same_outcome_earlier(session, evidence, changes, obs.sipfrag, entry, now)
     phone = replace(
         transfer.phone,
         refer=ReferState.FAILED,
-        last_sipfrag=obs.sipfrag or transfer.phone.last_sipfrag,
+        last_sipfrag=stronger_sipfrag(transfer.phone.last_sipfrag, obs.sipfrag),
         proved_by=evidence.source,
         final_at=evidence.at,
         decided_at=now,

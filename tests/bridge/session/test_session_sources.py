@@ -3,6 +3,10 @@ counting, either source alone enough, disagreements kept in the audit trail."""
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
+
 from bridge.evidence import (
     CallStateChanged,
     ConsultChanged,
@@ -10,6 +14,7 @@ from bridge.evidence import (
     PhoneEvidence,
     TransferFailed,
     TransferProgressed,
+    TransferReported,
     TransferRequested,
     TransferSucceeded,
 )
@@ -19,6 +24,7 @@ from bridge.model import (
     ConfirmedBy,
     ConsultState,
     Customer,
+    ProofGrade,
     ReferState,
     Session,
     TransferKind,
@@ -26,6 +32,7 @@ from bridge.model import (
 )
 from bridge.session.outcome import AuditEntry
 from bridge.session.phone import apply_evidence
+from bridge.session.view import session_view
 
 NOW = "2026-11-25T10:00:00.000Z"
 OK = "SIP/2.0 200 OK"
@@ -165,3 +172,89 @@ class TestStaleReports:
         )
         assert s.call.state is CallState.ENDED
         assert ignored(trail) == [None, "after_call_ended"]
+
+
+def interleavings(a: list[Item], b: list[Item]) -> list[list[Item]]:
+    """Every order in which two sources' reports can reach the bridge, each source's own
+    reports in their order."""
+    n = len(a) + len(b)
+    out = []
+    for slots in itertools.combinations(range(n), len(b)):
+        first, second = iter(a), iter(b)
+        out.append([next(second) if i in slots else next(first) for i in range(n)])
+    return out
+
+
+def view_after(order: list[Item]) -> dict[str, object]:
+    """The API view of the transfer once every report was applied in this order; each report
+    keeps its source's own time, the bridge's clock runs on."""
+    s = new_session()
+    for n, (source, seconds, obs) in enumerate(order):
+        evidence = PhoneEvidence(source, at(seconds), obs)
+        s = apply_evidence(s, evidence, now=at(20 + n)).session
+    view: dict[str, object] = session_view(s, True)["transfer"]
+    return view
+
+
+Item = tuple[str, float, Observation]
+TRYING = TransferProgressed(ReferState.TRYING, "SIP/2.0 100 Trying")
+RINGING_FRAG = TransferProgressed(ReferState.TRYING, "SIP/2.0 180 Ringing")
+ATTENDED = TransferRequested(TransferKind.ATTENDED, "1002")
+HEP_ATTENDED: list[Item] = [
+    ("hep", 1.0, ATTENDED),
+    ("hep", 1.01, TransferProgressed(ReferState.ACCEPTED)),
+    ("hep", 1.02, TRYING),
+    ("hep", 1.3, TransferSucceeded("notify_2xx_consult_answered", OK, ProofGrade.CONSULT_REPLACED)),
+]
+AMI_ATTENDED: list[Item] = [
+    ("ami", 1.001, ATTENDED),
+    ("ami", 1.25, TransferSucceeded("pbx_attended_transfer", None, ProofGrade.CONSULT_REPLACED)),
+]
+HEP_BLIND: list[Item] = [
+    ("hep", 1.0, REQ),
+    ("hep", 1.01, TransferProgressed(ReferState.ACCEPTED)),
+    ("hep", 1.02, TRYING),
+    ("hep", 1.5, RINGING_FRAG),
+    ("hep", 3.0, TransferSucceeded("target_leg_answered", None, ProofGrade.TARGET_ANSWERED)),
+    ("hep", 3.01, TransferReported("notify_2xx", OK)),
+]
+AMI_BLIND: list[Item] = [
+    ("ami", 1.001, REQ),
+    ("ami", 1.002, TransferProgressed(ReferState.ACCEPTED)),
+    ("ami", 3.002, TransferSucceeded("pbx_target_answered", None, ProofGrade.TARGET_ANSWERED)),
+]
+HEP_BUSY_FLOW: list[Item] = [("hep", 1.0, REQ), ("hep", 1.02, TRYING), ("hep", 2.0, HEP_BUSY)]
+AMI_BUSY_FLOW: list[Item] = [("ami", 1.001, REQ), ("ami", 1.9, AMI_BUSY)]
+
+
+class TestTheViewDoesNotDependOnWhichSourceCameFirst:
+    def test_a_final_sipfrag_replaces_trying_after_amis_success_came_first(self) -> None:
+        """The issue's order: AMI's AttendedTransfer success, then HEP's 100 and 200."""
+        order = [*AMI_ATTENDED, *HEP_ATTENDED]
+        assert view_after(order)["phone"]["last_sipfrag"] == OK  # type: ignore[index]
+
+    @pytest.mark.parametrize(
+        ("hep", "ami", "sipfrag"),
+        [
+            (HEP_ATTENDED, AMI_ATTENDED, OK),
+            (HEP_BLIND, AMI_BLIND, OK),
+            (HEP_BUSY_FLOW, AMI_BUSY_FLOW, BUSY),
+        ],
+        ids=["attended", "blind", "busy"],
+    )
+    def test_every_interleaving_of_hep_and_ami_gives_one_view(
+        self, hep: list[Item], ami: list[Item], sipfrag: str
+    ) -> None:
+        views = [view_after(order) for order in interleavings(hep, ami)]
+        assert len(views) >= 10
+        assert all(v == views[0] for v in views), [v for v in views if v != views[0]][:1]
+        phone = views[0]["phone"]
+        assert phone["last_sipfrag"] == sipfrag  # type: ignore[index]
+        # The source whose own clock saw the outcome first is named, whichever arrived first.
+        earliest = min(
+            (seconds, source)
+            for source, seconds, obs in hep + ami
+            if isinstance(obs, TransferSucceeded | TransferFailed)
+        )
+        assert phone["proved_by"] == earliest[1]  # type: ignore[index]
+        assert phone["final_at"] == at(earliest[0])  # type: ignore[index]
