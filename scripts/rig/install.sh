@@ -3,6 +3,8 @@
 #   - Debian packages kamailio (HEP source proxy), sip-tester (sipp) and postgresql (the shared
 #     store's server; tests start throwaway clusters of it, never the packaged service), as root
 #     via apt-get;
+#   - Debian packages linphone-cli (linphone-daemon, liblinphone) and baresip (libre): agent
+#     phones that are not PJSIP, for tests/rig/linphone.py and tests/rig/baresip.py;
 #   - the pjsua2 wheel (pjsua2-python, PJSIP 2.15.1) into the virtualenv given as the first
 #     argument (default: .venv), for user agents written with pjsua2.
 # Usage: bash scripts/rig/install.sh [VENV]
@@ -16,11 +18,15 @@ fail() { echo "scripts/rig/install.sh: $*" >&2; exit 1; }
 have_kamailio() { command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ]; }
 have_sipp() { command -v sipp >/dev/null 2>&1; }
 have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+have_linphone() { command -v linphone-daemon >/dev/null 2>&1; }
+have_baresip() { command -v baresip >/dev/null 2>&1; }
 
 need=()
 have_kamailio || need+=(kamailio)
 have_sipp || need+=(sip-tester)
 have_postgres || need+=(postgresql)
+have_linphone || need+=(linphone-cli)
+have_baresip || need+=(baresip)
 if [ "${#need[@]}" -gt 0 ]; then
     [ "$(id -u)" = 0 ] || fail "need root to apt-get install ${need[*]}"
     command -v apt-get >/dev/null || fail "no apt-get: install ${need[*]} by hand"
@@ -48,6 +54,8 @@ fi
 have_kamailio || fail "kamailio still missing after install"
 have_sipp || fail "sipp still missing after install"
 have_postgres || fail "postgresql (initdb) still missing after install"
+have_linphone || fail "linphone-daemon (linphone-cli) still missing after install"
+have_baresip || fail "baresip still missing after install"
 kamailio_bin=$(command -v kamailio || echo /usr/sbin/kamailio)
 "$kamailio_bin" -v >/dev/null 2>&1 || fail "kamailio -v failed"
 sipp -v >/dev/null 2>&1 || [ "$?" = 99 ] || fail "sipp -v failed"
