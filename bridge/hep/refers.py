@@ -56,7 +56,10 @@ def on_refer(leg: Leg, msg: SipMessage, out: list[DialogChange]) -> int:
     refer.id = refer_id
     refer.kind = _kind(leg, refer_to.replaces is not None)
     refer.consult_confirmed = refer.kind is TransferKind.ATTENDED and _consult_of(leg) is not None
-    refer.target = refer_to.uri.user
+    # Some phones write an attended Refer-To without a user (Yealink T4x: the PBX's address
+    # and ?Replaces=...): the target is then the consult's far end.
+    consult = _consult_of(leg) if refer_to.replaces is not None else None
+    refer.target = refer_to.uri.user or (consult.remote if consult is not None else None)
     refer.replaces = refer_to.replaces
     refer.subscribed = refer_sub is not False
     evicted = _keep(refers, refer)

@@ -9,152 +9,29 @@ source and destination, or (``hep=False``) with none, as a capture agent that le
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
-
 import pytest
 
 from bridge.evidence import (
     CallStateChanged,
     ConsultChanged,
-    Observation,
-    PhoneEvent,
     TransferFailed,
 )
 from bridge.hep.dialogs import DialogTracker
 from bridge.hep.directory import PhoneDirectory
 from bridge.hep.legs import LegRole
-from bridge.hep.sides import Hop, OtherSides, hop, origin_of, request_target
-from bridge.hep.tracker import SipTracker
+from bridge.hep.sides import OtherSides, hop, origin_of, request_target
 from bridge.model import CallState, ConsultState, FailureCause
 from bridge.sip import parse_message
-
-T0 = 1795604742.0
-AGENT, TARGET = "sip:1001@pbx.example", "sip:1002@pbx.example"
-PBX: Hop = ("10.0.0.2", 5060)
-PHONE: Hop = ("10.0.0.11", 5062)
-TRUNK: Hop = ("10.0.0.50", 5060)
-TARGET_PHONE: Hop = ("10.0.0.12", 5060)
-
-# How three SIP stacks write the agent phone's Contact.
-CONTACTS = {
-    "linphone": '<sip:10.0.0.11:5062;transport=udp>;+sip.instance="<urn:uuid:1b2c>"',
-    "baresip": "<sip:1001-0x55d0c6a1b2c0@10.0.0.11:5062;transport=udp>",
-    "pjsua2": "<sip:1001@10.0.0.11:5062;ob>",
-}
-PBX_CONTACT = "<sip:10.0.0.2:5060>"  # Asterisk answers without a user part too
-
-
-def name(h: Hop) -> str:
-    return f"{h[0]}:{h[1]}"
-
-
-@dataclass
-class Wire:
-    """Builds and feeds one flow; every message carries its sender's Via like a real UA's."""
-
-    phone_contact: str
-    hep: bool = True
-    tracker: SipTracker = field(
-        default_factory=lambda: SipTracker(PhoneDirectory([AGENT, TARGET], match_user=True))
-    )
-    events: list[PhoneEvent] = field(default_factory=list)
-    at: float = T0
-    _branch: itertools.count[int] = field(default_factory=itertools.count)
-
-    def contact_of(self, who: Hop) -> str:
-        return self.phone_contact if who == PHONE else f"<sip:{name(who)}>"
-
-    def send(self, text: str, src: Hop, dst: Hop) -> None:
-        self.at += 0.05
-        data = (text.strip("\n").replace("\n", "\r\n") + "\r\nContent-Length: 0\r\n\r\n").encode()
-        args = (src, dst) if self.hep else (None, None)
-        self.events += self.tracker.feed_bytes(data, self.at, None, *args)
-
-    def invite(self, call_id: str, ruri: str, frm: str, to: str, src: Hop, dst: Hop) -> str:
-        """A new INVITE from ``src`` to ``dst``; its Via branch (for the answers)."""
-        branch = f"z9hG4bK{next(self._branch)}"
-        self.send(
-            f"""INVITE {ruri} SIP/2.0
-Via: SIP/2.0/UDP {name(src)};rport;branch={branch}
-From: {frm};tag=f-{call_id}
-To: {to}
-Call-ID: {call_id}
-CSeq: 10 INVITE
-Contact: {self.contact_of(src)}""",
-            src,
-            dst,
-        )
-        return branch
-
-    def answer(
-        self, code: str, call_id: str, frm: str, to: str, branch: str, via: Hop, src: Hop, dst: Hop
-    ) -> None:
-        self.send(
-            f"""SIP/2.0 {code}
-Via: SIP/2.0/UDP {name(via)};rport;branch={branch}
-From: {frm};tag=f-{call_id}
-To: {to};tag=t-{call_id}
-Call-ID: {call_id}
-CSeq: 10 INVITE
-Contact: {self.contact_of(src)}""",
-            src,
-            dst,
-        )
-
-    def bye(self, call_id: str, frm: str, to: str, src: Hop, dst: Hop, *, caller: bool) -> None:
-        """BYE from the caller's side (tags as in the INVITE) or the callee's (swapped)."""
-        if caller:
-            frm_h, to_h = f"{frm};tag=f-{call_id}", f"{to};tag=t-{call_id}"
-        else:
-            frm_h, to_h = f"{to};tag=t-{call_id}", f"{frm};tag=f-{call_id}"
-        self.send(
-            f"""BYE sip:{name(dst)} SIP/2.0
-Via: SIP/2.0/UDP {name(src)};branch=z9hG4bKbye{next(self._branch)}
-From: {frm_h}
-To: {to_h}
-Call-ID: {call_id}
-CSeq: 20 BYE""",
-            src,
-            dst,
-        )
-
-    def call(self, call_id: str, ruri: str, frm: str, to: str, src: Hop, dst: Hop, *codes: str):
-        branch = self.invite(call_id, ruri, frm, to, src, dst)
-        for code in codes:
-            self.answer(code, call_id, frm, to, branch, src, dst, src)
-
-    # -- the back-to-back PBX's two legs of one customer call to 1001
-    def customer_calls_agent(self, answered: bool = True) -> None:
-        cust, agent = '"Customer" <sip:2000@pbx.example>', "<sip:1001@pbx.example>"
-        b1 = self.invite("cust-leg", "sip:1001@10.0.0.2:5060", cust, agent, TRUNK, PBX)
-        b2 = self.invite("agent-leg", "sip:1001@10.0.0.11:5062", cust, agent, PBX, PHONE)
-        codes = ("180 Ringing", "200 OK") if answered else ("180 Ringing",)
-        for code in codes:
-            self.answer(code, "agent-leg", cust, agent, b2, PBX, PHONE, PBX)
-            self.answer(code, "cust-leg", cust, agent, b1, TRUNK, PBX, TRUNK)
-
-    def agent_consults_target(self) -> None:
-        agent, target = "<sip:1001@pbx.example>", "<sip:1002@pbx.example>"
-        b1 = self.invite("consult", "sip:1002@10.0.0.2", agent, target, PHONE, PBX)
-        # The PBX's own leg toward the target carries the agent as caller.
-        b2 = self.invite(
-            "pbx-to-target",
-            "sip:1002@10.0.0.12",
-            '"Agent 1001" ' + agent,
-            target,
-            PBX,
-            TARGET_PHONE,
-        )
-        for code in ("180 Ringing", "200 OK"):
-            self.answer(
-                code, "pbx-to-target", '"Agent 1001" ' + agent, target, b2, PBX, TARGET_PHONE, PBX
-            )
-            self.answer(code, "consult", agent, target, b1, PHONE, PBX, PHONE)
-
-    def seen(self, phone: str = AGENT) -> list[tuple[str | None, Observation]]:
-        return [(e.call_id, e.evidence.observation) for e in self.events if e.phone == phone]
-
+from tests.bridge.hep.b2bua import (
+    AGENT,
+    CONTACTS,
+    PBX,
+    PHONE,
+    T0,
+    TARGET,
+    TRUNK,
+    Wire,
+)
 
 RINGING = CallStateChanged(CallState.RINGING)
 CONNECTED = CallStateChanged(CallState.CONNECTED)
