@@ -218,14 +218,17 @@ def _noted(entry: AuditEntry, note: str) -> AuditEntry:
 
 
 def _sipfrag_rank(line: str) -> tuple[int, int] | None:
-    """Provisional ones by how far on (100 < 180 < 183), below a 2xx (at most the PBX's report
-    of success), below an error status (the attempt failed; nothing later undoes that)."""
+    """Provisional ones by how far on (100 < 180 < 183 < the REFER's 202), below a 2xx (at
+    most the PBX's report of success), below an error status (the attempt failed; nothing later
+    undoes that)."""
     try:
         code, _ = parse_status_line(line)
     except SipParseError:
         return None
     if code < 200:
         return (0, code)
+    if code == 202:  # the REFER's acceptance: progress (an INVITE is never answered 202)
+        return (0, 199)
     return (1, 0) if code < 300 else (2, 0)
 
 
