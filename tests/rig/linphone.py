@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from tests.rig.agent import AgentPhone, AgentPhoneFailed, user_of
 from tests.rig.procs import LOCALHOST, free_udp_ports, tail_of
@@ -265,8 +264,3 @@ async def running_linphone(
             yield phone
         finally:
             await phone.close()
-
-
-def summary(phone: AgentPhone) -> list[dict[str, Any]]:
-    """The client's call-state reports, for a recording's sidecar."""
-    return [{"ref": e["ref"], "state": e["state"], "t": round(e["t"], 3)} for e in phone.events]
