@@ -29,10 +29,11 @@ def message(
     to: str = "<sip:2001@pbx.example>",
     branch: str = "z9hG4bK-1",
     extra: tuple[str, ...] = (),
+    via: str = "10.0.0.11:5060",
 ) -> bytes:
     lines = [
         start,
-        f"Via: SIP/2.0/UDP 10.0.0.11:5060;branch={branch}",
+        f"Via: SIP/2.0/UDP {via};branch={branch}",
         f"From: {frm}",
         f"To: {to}",
         f"Call-ID: {call_id}",
@@ -216,6 +217,7 @@ def test_a_storm_of_calls_to_the_phone_keeps_its_answered_call() -> None:
             frm=f"<sip:{5000 + n}@pbx.example>;tag=c{n}",
             to="<sip:1001@pbx.example>",
             branch=f"in-{n}",
+            via="10.0.0.2:5060",  # the PBX delivering them (the phone never calls itself)
         )
         t.feed_bytes(incoming, 1.0, 2.0 + n * 1e-3)
     dialogs = t.dialogs
