@@ -47,8 +47,9 @@ def hop(host: str, port: int | None, secure: bool = False) -> Hop | None:
     host = host.strip().strip("[]").lower()
     if not host or port == 0:
         return None
-    with contextlib.suppress(ValueError):
-        host = str(ipaddress.ip_address(host))
+    if ":" in host:  # only IPv6 has several spellings; parsing every IPv4 cost 5% of the path
+        with contextlib.suppress(ValueError):
+            host = str(ipaddress.ip_address(host))
     return host, port if port is not None else (5061 if secure else 5060)
 
 
