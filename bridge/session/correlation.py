@@ -65,9 +65,10 @@ class PhoneCall:
     """A call of an agent's phone as one source reports it.
 
     Sources name calls differently (HEP and AMI by the SIP Call-ID; a dialog-state source by a
-    key of its own), so the same real call may be here once per source: `source` keeps them
-    apart, and ambiguity is counted per source. `first`/`last` order the reports (a counter
-    across the phone's calls); `heard_at` is the bridge's time of the last one.
+    key of its own), so the same real call may be here once per naming: `sources` are those
+    that reported it under this name (`source` the first), and ambiguity is counted per
+    source. `first`/`last` order the reports (a counter across the phone's calls); `heard_at`
+    is the bridge's time of the last one.
     """
 
     call_id: str
@@ -78,6 +79,7 @@ class PhoneCall:
     last: int = 0
     heard_at: float = 0.0
     answered: bool = False
+    sources: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -111,6 +113,7 @@ class PhoneCalls:
             self._bound(now)
         call.last = seq
         call.heard_at = now
+        call.sources.add(source)
         if remote and not call.remote:
             call.remote = remote
         if state is not None:
@@ -140,7 +143,7 @@ class PhoneCalls:
         for newer in self.calls.values():
             if (
                 newer.first > call.last
-                and newer.source == call.source
+                and not newer.sources.isdisjoint(call.sources)
                 and numbers_match(newer.remote, call.remote)
                 and (newer.answered or not call.answered)
             ):
@@ -208,10 +211,7 @@ def bind_candidates(session: Session, calls: PhoneCalls, now: float) -> BindingC
     skipped = tuple((c.call_id, reason) for c, reason in calls.stale(number, now))
     if session.call.binding is Binding.PHONE_AND_NUMBER:
         return _rebind(session, calls, found, skipped, now)
-    by_source: dict[str, list[PhoneCall]] = {}
-    for call in found:
-        by_source.setdefault(call.source, []).append(call)
-    if found and all(len(same) == 1 for same in by_source.values()):
+    if found and _one_per_source(found):
         return BindingChange(
             session.id, Binding.PHONE_AND_NUMBER, found[0].call_id, skipped=skipped
         )
@@ -252,12 +252,9 @@ def _rebind(
         found = [c for c in found if c.first > held.last]
         reason = CALLED_AGAIN
     others = [c for c in found if c.call_id != held.call_id]
-    by_source: dict[str, list[PhoneCall]] = {}
-    for call in others:
-        by_source.setdefault(call.source, []).append(call)
     if not others:
         return None  # nothing better to go to: keep what the session has
-    if all(len(same) == 1 for same in by_source.values()):
+    if _one_per_source(others):
         return BindingChange(
             session.id,
             Binding.PHONE_AND_NUMBER,
@@ -277,6 +274,16 @@ def _rebind(
     )
 
 
+def _one_per_source(calls: list[PhoneCall]) -> bool:
+    """No source reports two of these calls: they are one real call under several names."""
+    seen: set[str] = set()
+    for call in calls:
+        if not seen.isdisjoint(call.sources):
+            return False
+        seen |= call.sources
+    return True
+
+
 def _same_call_elsewhere(
     sessions: list[Session], calls: PhoneCalls, call_id: str, now: float
 ) -> Session | None:
@@ -291,7 +298,7 @@ def _same_call_elsewhere(
     rivals = [
         c
         for c in calls.matching(call.remote, now)
-        if c.source == call.source and c.call_id != call_id
+        if not c.sources.isdisjoint(call.sources) and c.call_id != call_id
     ]
     if rivals:
         return None

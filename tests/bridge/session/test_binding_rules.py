@@ -293,3 +293,19 @@ def test_two_sessions_for_one_call_the_holder_keeps_it() -> None:
     )
     d.report(3, "c-1", HOLD)
     assert d.routed[-1] == ("c-1", "s-1")
+
+
+def test_two_sources_sharing_call_ids_still_see_two_calls() -> None:
+    """HEP and AMI both name calls by the SIP Call-ID, so they share entries; call waiting
+    reported by both (in any order) is still two calls for each of them."""
+    d = Desk()
+    d.report(0, "c-a", UP, source="ami")
+    d.report(0.1, "c-a", UP, source="hep")
+    d.report(10, "c-b", RING, source="hep")
+    d.report(10.1, "c-b", RING, source="ami")
+    d.report(12, "c-a", HOLD, source="ami")
+    d.report(13, "c-b", UP, source="hep")
+    d.open(14, "s-1")
+    call = d.sessions["s-1"].call
+    assert call.binding is Binding.AMBIGUOUS
+    assert [c.sip_call_id for c in call.candidates] == ["c-a", "c-b"]
