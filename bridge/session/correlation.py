@@ -52,6 +52,7 @@ FOLLOWS_CUSTOMER = frozenset({TransferState.NONE, TransferState.FAILED})
 
 # Why a binding changed (audit `call_binding`, `detail.reason`).
 ONLY_LIVE_CALL = "only_live_call"
+ONLY_CALL_NUMBER_UNKNOWN = "only_call_number_unknown"
 SEVERAL_LIVE_CALLS = "several_live_calls"
 SESSIONS_SHARE_CALL = "sessions_share_call"
 NO_LIVE_CALL = "no_live_call"
@@ -152,13 +153,28 @@ class PhoneCalls:
             return NO_FINAL_RESPONSE
         return None
 
-    def matching(self, number: str, now: float) -> list[PhoneCall]:
-        """Live calls whose remote party is this number, stale ones left out, oldest first."""
+    def matching(self, number: str, now: float, *, unnamed: bool = True) -> list[PhoneCall]:
+        """Live calls whose remote party is this number, stale ones left out, oldest first.
+
+        A call whose remote party its sources cannot tell (Asterisk's dialog-info names the
+        caller only in an early NOTIFY, and not always there) matches too (with `unnamed`)
+        while it is the only live call of those sources on the phone: not another number, and
+        not one of several.
+        """
         return [
             c
             for c in self.calls.values()
-            if numbers_match(c.remote, number) and self.stale_reason(c, now) is None
+            if (numbers_match(c.remote, number) or (unnamed and self.alone_unnamed(c)))
+            and self.stale_reason(c, now) is None
         ]
+
+    def alone_unnamed(self, call: PhoneCall) -> bool:
+        """A live call without a remote number that its sources report as the phone's only one."""
+        if call.remote or call.call_id not in self.calls:
+            return False
+        return all(
+            other is call or other.sources.isdisjoint(call.sources) for other in self.calls.values()
+        )
 
     def stale(self, number: str, now: float) -> list[tuple[PhoneCall, str]]:
         """Calls with this number a source still calls live, with why they are not."""
@@ -207,13 +223,17 @@ def bind_candidates(session: Session, calls: PhoneCalls, now: float) -> BindingC
     if session.status is SessionStatus.ENDED or session.call.binding is Binding.CALL_ID:
         return None
     number = session.customer.number
-    found = calls.matching(number, now)
+    # A call without a number is taken only for a session whose desktop (or evidence) says
+    # the agent is on a call with the customer: never a call to someone else the agent makes.
+    found = calls.matching(number, now, unnamed=session.call.state is not CallState.NONE)
     skipped = tuple((c.call_id, reason) for c, reason in calls.stale(number, now))
     if session.call.binding is Binding.PHONE_AND_NUMBER:
         return _rebind(session, calls, found, skipped, now)
     if found and _one_per_source(found):
+        call = next((c for c in found if c.remote), found[0])
+        reason = ONLY_LIVE_CALL if call.remote else ONLY_CALL_NUMBER_UNKNOWN
         return BindingChange(
-            session.id, Binding.PHONE_AND_NUMBER, found[0].call_id, skipped=skipped
+            session.id, Binding.PHONE_AND_NUMBER, call.call_id, reason, skipped=skipped
         )
     if found:
         listed = candidates_of(found)
@@ -293,11 +313,14 @@ def _same_call_elsewhere(
     one ended lately), and exactly one bound open session must have that customer number.
     """
     call = calls.known(call_id)
-    if call is None or not call.remote:
+    if call is None:
+        return None
+    remote = call.remote
+    if not remote and not calls.alone_unnamed(call):
         return None
     rivals = [
         c
-        for c in calls.matching(call.remote, now)
+        for c in (calls.matching(remote, now) if remote else [])
         if not c.sources.isdisjoint(call.sources) and c.call_id != call_id
     ]
     if rivals:
@@ -306,7 +329,7 @@ def _same_call_elsewhere(
         s
         for s in sessions
         if s.call.binding in (Binding.CALL_ID, Binding.PHONE_AND_NUMBER)
-        and numbers_match(s.customer.number, call.remote)
+        and (not remote or numbers_match(s.customer.number, remote))
     ]
     return bound[0] if len(bound) == 1 else None
 

@@ -309,3 +309,34 @@ def test_two_sources_sharing_call_ids_still_see_two_calls() -> None:
     call = d.sessions["s-1"].call
     assert call.binding is Binding.AMBIGUOUS
     assert [c.sip_call_id for c in call.candidates] == ["c-a", "c-b"]
+
+
+def test_a_call_whose_number_its_source_cannot_tell_binds_only_while_alone() -> None:
+    """Asterisk's dialog-info names the caller only in an early NOTIFY, and sometimes not even
+    there: such a call binds while it is its source's only live call on the phone, never
+    when there are two (which one would it be?)."""
+    d = Desk()
+    d.report(0, "dialog:1", RING, remote=None, source="blf")
+    d.report(1, "dialog:1", UP, remote=None, source="blf")
+    d.open(2, "s-1")
+    assert d.held("s-1") == (Binding.PHONE_AND_NUMBER, "dialog:1")
+    assert d.trail[-1][1]["reason"] == "only_call_number_unknown"
+    d.report(3, "dialog:1", HOLD, remote=None, source="blf")
+    assert d.routed[-1] == ("dialog:1", "s-1")
+
+    two = Desk()
+    two.report(0, "dialog:1", UP, remote=None, source="blf")
+    two.report(1, "dialog:2", UP, remote=None, source="blf")
+    two.open(2, "s-1")
+    assert two.held("s-1") == (Binding.NONE, None)
+
+    idle = Desk()  # nor for a session that does not say the agent is on a call
+    idle.report(0, "dialog:1", UP, remote=None, source="blf")
+    idle.sessions["s-1"] = Session("acme", "s-1", "a-7", Customer(CUSTOMER), NOW)
+    idle.report(1, "dialog:1", HOLD, remote=None, source="blf")
+    assert idle.held("s-1") == (Binding.NONE, None)
+
+    other = Desk()  # a call with another known number is not taken for the customer's
+    other.report(0, "c-9", UP, remote="+34911111111")
+    other.open(1, "s-1")
+    assert other.held("s-1") == (Binding.NONE, None)
