@@ -141,7 +141,9 @@ class PhoneCalls:
         """Why a call a source still calls live is not (`superseded`, `no_final_response`)."""
         if call.call_id not in self.calls:
             return None
-        for newer in self.calls.values():
+        # A newer call that has ended since still counts: its end does not revive a call
+        # that went quiet when it began.
+        for newer in itertools.chain(self.calls.values(), self.recent.values()):
             if (
                 newer.first > call.last
                 and not newer.sources.isdisjoint(call.sources)

@@ -340,3 +340,13 @@ def test_a_call_whose_number_its_source_cannot_tell_binds_only_while_alone() -> 
     other.report(0, "c-9", UP, remote="+34911111111")
     other.open(1, "s-1")
     assert other.held("s-1") == (Binding.NONE, None)
+
+
+def test_a_phantom_stays_superseded_after_the_newer_call_ends() -> None:
+    d = Desk()
+    d.report(0, "c-1", UP)  # its BYE is lost
+    d.report(60, "c-2", RING)
+    d.report(61, "c-2", UP)
+    d.report(120, "c-2", END)  # seen
+    d.open(200, "s-1")
+    assert d.held("s-1") == (Binding.NONE, None)
