@@ -127,7 +127,7 @@ class SessionCommands:
             if if_match is not None and if_match != session.version:
                 raise TransferNotAllowed(
                     "version_mismatch",
-                    f"the session is at version {session.version}, not {if_match}",
+                    f"the session is at version {session.version}, which If-Match does not name",
                 )
             others = self._reads.open_of_agent(account_id, session.agent_id)
             holders = [

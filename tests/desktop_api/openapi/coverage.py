@@ -143,7 +143,6 @@ COVERS: dict[str, Cover] = {
                 (400, "unknown_field"),
                 (400, "invalid_json"),
                 (400, "invalid_body"),
-                (400, "invalid_parameter"),
                 (409, "invalid_step"),
                 (409, "already_transferred"),
                 (409, "call_in_use"),
