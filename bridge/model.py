@@ -234,13 +234,27 @@ class Agent:
 
 
 @dataclass(frozen=True, slots=True)
+class CallCandidate:
+    """A live call an `ambiguous` session could be bound to, as a source names it."""
+
+    sip_call_id: str
+    state: CallState
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The API representation."""
+        return {"sip_call_id": self.sip_call_id, "state": self.state.value, "source": self.source}
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
-    """The session's phone call with the customer."""
+    """The session's phone call with the customer; `candidates` while `ambiguous`."""
 
     state: CallState = CallState.NONE
     sip_call_id: str | None = None
     since: str | None = None
     binding: Binding = Binding.NONE
+    candidates: tuple[CallCandidate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ STATUS_BY_CODE = {
     "agent_blocked": 409,
     "already_exists": 409,
     "phone_in_use": 409,
+    "call_in_use": 409,
+    "version_mismatch": 412,
     "unknown_agent": 422,
     "already_expired": 422,
 }

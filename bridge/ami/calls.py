@@ -1,7 +1,9 @@
 """Asterisk's AMI events -> the same phone evidence the SIP path produces. No I/O.
 
-Only channels of watched phones are tracked (`AmiPhones`). Per phone, the first live call is
-the customer call; a call the phone places while it has one is the consult call.
+Only channels of watched phones are tracked (`AmiPhones`). Per phone, every incoming call is a
+customer call (a second one while the first is up is call waiting: which one a session is about
+is for the binding to decide); a call the phone places while it has one is the consult call of
+its first live customer call.
 
 What transfer events are worth and how a transfer Asterisk only reported is settled by the
 target's side is `bridge.ami.handoffs`; rebuilding the calls after a reconnect is
@@ -194,7 +196,7 @@ class AmiCallTracker:
         self.stats.tracked += 1
         placed = event.get("ChannelState") == STATE_RING
         customer = live_customer(self.legs.values(), phone)
-        role = "customer" if customer is None else "consult" if placed else "other"
+        role = "consult" if placed and customer is not None else "customer"
         remote = number(event.get("Exten")) if placed else number(event.get("ConnectedLineNum"))
         leg = AmiChannel(uniqueid, channel, phone, role, placed, remote)
         self.legs[uniqueid] = leg

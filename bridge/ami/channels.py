@@ -20,7 +20,7 @@ class AmiChannel:
     uniqueid: str
     channel: str
     phone: str
-    role: str  # "customer", "consult" or "other" (a second incoming call: not ours)
+    role: str  # "customer" (every incoming call, call waiting too) or "consult"
     placed: bool  # the phone placed this call
     remote: str | None
     customer_leg: str | None = None  # for a consult leg: the customer leg's Uniqueid

@@ -73,7 +73,7 @@ def rebuild_legs(
             continue
         placed = row.get("Application") == "Dial"
         customer = live_customer(legs.values(), phone)
-        role = "customer" if customer is None else "consult" if placed else "other"
+        role = "consult" if placed and customer is not None else "customer"
         up = row.get("ChannelStateDesc") == "Up"
         leg = AmiChannel(
             uniqueid, channel, phone, role, placed, number(row.get("ConnectedLineNum"))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from bridge.errors import TransferNotAllowed
 from bridge.model import (
     Action,
     Binding,
+    CallCandidate,
     CallState,
     ConfirmedBy,
     Conflict,
@@ -214,17 +216,71 @@ def apply_binding(
     call_state: CallState | None,
     *,
     now: str,
+    reason: str | None = None,
+    candidates: tuple[CallCandidate, ...] = (),
+    previous: str | None = None,
+    skipped: tuple[tuple[str, str], ...] = (),
 ) -> Outcome:
-    """Tie the session to a phone call (or say it cannot be), as correlation decided."""
+    """Tie the session to a phone call (or say it cannot be), as correlation decided.
+
+    An `ambiguous` or `none` binding names no call (`sip_call_id` null) and an `ambiguous` one
+    lists its `candidates`; the audit entry says why (`reason`), which call the session held
+    before (`previous_call_id`) and which calls were passed over as stale (`skipped`).
+    """
     call = session.call
-    if call.binding is binding and (call_id is None or call.sip_call_id == call_id):
+    if binding in (Binding.AMBIGUOUS, Binding.NONE):
+        call_id = None
+    else:
+        candidates = ()
+    if (
+        call.binding is binding
+        and call.candidates == candidates
+        and (call_id is None or call.sip_call_id == call_id)
+    ):
         return Outcome(session, (), False)
-    new_call = replace(call, binding=binding)
+    new_call = replace(call, binding=binding, candidates=candidates)
+    if binding in (Binding.AMBIGUOUS, Binding.NONE) and call.binding is Binding.PHONE_AND_NUMBER:
+        new_call = replace(new_call, sip_call_id=None)  # the call it held is not known to be it
     if call_id is not None:
         new_call = replace(new_call, sip_call_id=call_id)
     if call_state is not None and call_state is not call.state:
         new_call = replace(new_call, state=call_state, since=now)
-    entry = AuditEntry(
-        now, "system", "call_binding", {"binding": binding.value, "sip_call_id": call_id}
-    )
+    detail: dict[str, Any] = {"binding": binding.value, "sip_call_id": call_id}
+    if reason is not None:
+        detail["reason"] = reason
+    if previous is not None and previous != call_id:
+        detail["previous_call_id"] = previous
+    if candidates:
+        detail["candidates"] = [c.sip_call_id for c in candidates]
+    if skipped:
+        detail["skipped"] = [{"sip_call_id": cid, "reason": why} for cid, why in skipped]
+    entry = AuditEntry(now, "system", "call_binding", detail)
+    return Outcome(bump(session, now, call=new_call), (entry,), True)
+
+
+def pick_call(session: Session, call_id: str, call_state: CallState | None, *, now: str) -> Outcome:
+    """The desktop names the session's call (`PATCH /v1/sessions/{id}`), e.g. one of the
+    candidates of an `ambiguous` session: bound by Call-ID from then on, as if given at open."""
+    if session.status is SessionStatus.ENDED:
+        raise TransferNotAllowed("invalid_step", "the session has ended", state="ended")
+    if session.transfer.state is TransferState.TRANSFERRED:
+        raise TransferNotAllowed(
+            "already_transferred", "the call of this session has already been transferred"
+        )
+    call = session.call
+    if call.binding is Binding.CALL_ID and call.sip_call_id == call_id:
+        return Outcome(session, (), False)
+    new_call = replace(call, binding=Binding.CALL_ID, sip_call_id=call_id, candidates=())
+    if call_state is not None and call_state is not call.state:
+        new_call = replace(new_call, state=call_state, since=now)
+    detail: dict[str, Any] = {
+        "binding": Binding.CALL_ID.value,
+        "sip_call_id": call_id,
+        "reason": "desktop_choice",
+    }
+    if call.sip_call_id is not None and call.sip_call_id != call_id:
+        detail["previous_call_id"] = call.sip_call_id
+    if call.candidates:
+        detail["candidates"] = [c.sip_call_id for c in call.candidates]
+    entry = AuditEntry(now, "desktop", "call_binding", detail)
     return Outcome(bump(session, now, call=new_call), (entry,), True)

@@ -7,6 +7,7 @@ from typing import Any
 from bridge.model import (
     Binding,
     Call,
+    CallCandidate,
     CallState,
     ConfirmedBy,
     Conflict,
@@ -73,6 +74,7 @@ def session_record(session: Session) -> dict[str, Any]:
             "sip_call_id": session.call.sip_call_id,
             "since": session.call.since,
             "binding": session.call.binding.value,
+            "candidates": [c.to_json() for c in session.call.candidates],
         },
         "transfer": {
             "state": t.state.value,
@@ -139,6 +141,10 @@ def session_from_record(data: dict[str, Any]) -> Session:
             sip_call_id=c.get("sip_call_id"),
             since=c.get("since"),
             binding=Binding(c.get("binding", "none")),
+            candidates=tuple(
+                CallCandidate(x["sip_call_id"], CallState(x["state"]), x["source"])
+                for x in c.get("candidates", ())
+            ),
         ),
         transfer=Transfer(
             state=TransferState(t["state"]),

@@ -153,6 +153,37 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response({"sessions": [service.view(s) for s in sessions]})
 
 
+def _if_match(request: web.Request) -> int | None:
+    """The version named by `If-Match` (`"12"`), None without the header or with `*`, and -1
+    (matches no version: `412 version_mismatch`) for anything that is not one ETag of ours."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip()
+    digits = tag[1:-1] if len(tag) > 2 and tag[0] == tag[-1] == '"' else ""
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 16):
+        return -1
+    return int(digits)
+
+
+@routes.patch("/v1/sessions/{session_id}")
+async def patch_session(request: web.Request) -> web.Response:
+    """The desktop names the session's call: `{"call": {"sip_call_id": "..."}}`."""
+    account_id = require_account(request)
+    session_id = request.match_info["session_id"]
+    service = request.app[SERVICE]
+    await service.get_session(account_id, session_id)  # 404 before judging the body
+    if_match = _if_match(request)
+    body = v.parse_json_object(await request.read())
+    v.check_keys(body, "", ["call"])
+    call = v.obj_field(body, "call", "")
+    v.check_keys(call, "/call", ["sip_call_id"])
+    sip_call_id = v.text(call, "sip_call_id", "/call", max_len=256)
+    assert sip_call_id is not None
+    session = await service.set_call(account_id, session_id, sip_call_id, if_match)
+    return _session_response(request, session)
+
+
 @routes.post("/v1/sessions/{session_id}/transfer")
 async def transfer_step(request: web.Request) -> web.Response:
     """One step of the seed's transfer flow."""

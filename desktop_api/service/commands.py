@@ -13,7 +13,7 @@ import structlog
 
 from bridge.errors import InvalidInput, TransferNotAllowed
 from bridge.model import Action, Binding, Call, CallState, Customer, Session
-from bridge.session.machine import desktop_step, end_session
+from bridge.session.machine import desktop_step, end_session, pick_call
 from bridge.session.outcome import AuditEntry
 from bridge.store import SessionWrite, StoreConflict
 from desktop_api.metrics import Metrics
@@ -110,6 +110,48 @@ class SessionCommands:
         self._metrics.desktop_steps.labels(action.value).inc()
         if newly_transferred(session, outcome.session):
             self._metrics.transfers.labels("agent").inc()
+        return outcome.session
+
+    async def set_call(
+        self, account_id: str, session_id: str, sip_call_id: str, if_match: int | None
+    ) -> Session:
+        """The desktop names the session's call (e.g. one candidate of an `ambiguous` one).
+
+        `if_match`: the version the desktop saw (`If-Match`), refused with
+        `412 version_mismatch` when the session moved on; another open session of the agent
+        bound to that call is `409 call_in_use`.
+        """
+        session = await self._reads.get_session(account_id, session_id)
+        async with self._writer.lock((account_id, session.agent_id)):
+            session = await self._reads.get_session(account_id, session_id)
+            if if_match is not None and if_match != session.version:
+                raise TransferNotAllowed(
+                    "version_mismatch",
+                    f"the session is at version {session.version}, which If-Match does not name",
+                )
+            others = self._reads.open_of_agent(account_id, session.agent_id)
+            holders = [
+                s.id
+                for s in others
+                if s.id != session_id
+                and s.call.sip_call_id == sip_call_id
+                and s.call.binding in (Binding.CALL_ID, Binding.PHONE_AND_NUMBER)
+            ]
+            if holders:
+                raise TransferNotAllowed(
+                    "call_in_use",
+                    f"the call is bound to another open session of the agent: {holders[0]}",
+                )
+            agent = self._registry.agents.get((account_id, session.agent_id))
+            state = self._evidence.live_state(agent, sip_call_id) if agent else None
+            outcome = pick_call(session, sip_call_id, state, now=self._clock())
+            await self._writer.commit_outcomes([outcome])
+        log.info(
+            "session_call_set",
+            account_id=account_id,
+            session_id=session_id,
+            changed=outcome.changed,
+        )
         return outcome.session
 
     async def end(self, account_id: str, session_id: str, result: str) -> Session:

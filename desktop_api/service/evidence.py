@@ -6,14 +6,15 @@ Correlation is `bridge.session.correlation` (exact matches only); the rules are
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
 
 from bridge.evidence import CallStateChanged, PhoneEvent
-from bridge.model import Agent, Session
-from bridge.session.correlation import BindingChange, PhoneCalls, bind_candidates, route
+from bridge.model import Agent, CallState, Session
+from bridge.session.correlation import BindingChange, PhoneCalls, route
 from bridge.session.machine import apply_binding
 from bridge.session.outcome import AuditEntry, Outcome
 from bridge.session.phone import apply_evidence
@@ -36,12 +37,14 @@ class EvidenceRouter:
         writer: SessionWriter,
         metrics: Metrics,
         clock: Callable[[], str],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._open = open_sessions
         self._writer = writer
         self._metrics = metrics
         self._clock = clock
+        self._monotonic = monotonic  # the bridge's own time for call liveness
         self._phone_calls: dict[tuple[str, str], PhoneCalls] = {}  # by account, phone_key
 
     async def ingest(self, event: PhoneEvent) -> Session | None:
@@ -62,11 +65,11 @@ class EvidenceRouter:
         calls = self._phone_calls.setdefault((agent_key[0], pkey), PhoneCalls())
         if event.call_id is not None:
             state = obs.state if isinstance(obs, CallStateChanged) else None
-            calls.update(event.call_id, event.remote, state, source)
+            calls.update(event.call_id, event.remote, state, source, self._monotonic())
         async with self._writer.lock(agent_key):
             now = self._clock()
             sessions = self._open.of_agent(agent_key)
-            target, changes = route(sessions, calls, event.call_id)
+            target, changes = route(sessions, calls, event.call_id, self._monotonic())
             outcomes = self._bindings(sessions, changes, calls, event, now)
             if target is None:
                 await self._writer.commit_outcomes(list(outcomes.values()))
@@ -101,11 +104,16 @@ class EvidenceRouter:
             s = by_id[change.session_id]
             known = calls.calls.get(change.call_id) if change.call_id else None
             # When the event itself is the call's new state, let apply_evidence set it, with
-            # the time the phone observed it.
+            # the time the phone observed it (unless the session's old call ended: evidence
+            # does not revive an ended call, a binding to a new one does).
             same_call = change.call_id == event.call_id
-            event_sets_it = same_call and isinstance(obs, CallStateChanged)
+            event_sets_it = (
+                same_call
+                and isinstance(obs, CallStateChanged)
+                and s.call.state is not CallState.ENDED
+            )
             state = None if known is None or event_sets_it else known.state
-            o = apply_binding(s, change.binding, change.call_id, state, now=now)
+            o = _bind(s, change, state, now)
             if o.changed:
                 outcomes[s.id] = o
         return outcomes
@@ -134,12 +142,32 @@ class EvidenceRouter:
                 return session, []
             call = replace(session.call, state=known.state)
             return replace(session, call=call), []
-        change = bind_candidates(session, calls)
+        others = [s for s in self._open.of_agent((agent.account_id, agent.id))]
+        _, changes = route([*others, session], calls, None, self._monotonic())
+        change = next((c for c in changes if c.session_id == session.id), None)
         if change is None:
             return session, []
         known = calls.calls.get(change.call_id) if change.call_id else None
-        outcome = apply_binding(
-            session, change.binding, change.call_id, known.state if known else None, now=now
-        )
+        outcome = _bind(session, change, known.state if known else None, now)
         # The session is new: its first stored version is 1, whatever binding added.
         return replace(outcome.session, version=1), list(outcome.audit)
+
+    def live_state(self, agent: Agent, call_id: str) -> CallState | None:
+        """The state the sources report for a call of this agent's phone, if they know it."""
+        calls = self._phone_calls.get((agent.account_id, phone_key(agent.phone.sip_uri)))
+        known = calls.known(call_id) if calls is not None else None
+        return known.state if known is not None else None
+
+
+def _bind(session: Session, change: BindingChange, state: CallState | None, now: str) -> Outcome:
+    return apply_binding(
+        session,
+        change.binding,
+        change.call_id,
+        state,
+        now=now,
+        reason=change.reason,
+        candidates=change.candidates,
+        previous=change.previous,
+        skipped=change.skipped,
+    )

@@ -11,7 +11,7 @@ for the same agent never race. The parts:
 - `registry.Registry`: accounts, tokens and agents;
 - `reads.Reads`: session and agent views, session and audit reads;
 - `feed.ChangeFeed`: the stored change feed (SSE resume);
-- `commands.SessionCommands`: open, transfer step, end;
+- `commands.SessionCommands`: open, transfer step, naming the call, end;
 - `evidence.EvidenceRouter`: phone evidence to its session.
 """
 
@@ -205,6 +205,12 @@ class BridgeService:
     async def transfer_step(self, account_id: str, session_id: str, action: Action) -> Session:
         """One desktop click of the seed's flow."""
         return await self._commands.transfer_step(account_id, session_id, action)
+
+    async def set_call(
+        self, account_id: str, session_id: str, sip_call_id: str, if_match: int | None
+    ) -> Session:
+        """The desktop names the session's call (`PATCH /v1/sessions/{id}`)."""
+        return await self._commands.set_call(account_id, session_id, sip_call_id, if_match)
 
     async def end(self, account_id: str, session_id: str, result: str) -> Session:
         """Set the result and end the session (rule 4)."""

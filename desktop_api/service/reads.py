@@ -85,6 +85,10 @@ class Reads:
         """Sessions of an account, newest first."""
         return await self._db.run(self._db.store.list_sessions, account_id, agent_id, status, limit)
 
+    def open_of_agent(self, account_id: str, agent_id: str) -> list[Session]:
+        """The agent's open sessions, from memory."""
+        return self._open.of_agent((account_id, agent_id))
+
     async def open_sessions(self, account_id: str, agent_id: str | None) -> list[Session]:
         """The account's open sessions (of one agent if given), oldest first."""
         return self._open.of_account(account_id, agent_id)

@@ -680,3 +680,51 @@ def test_any_event_sequence_raises_nothing_and_names_only_the_watched_phone(
         out = tracker.feed(AmiEvent(name, (("Event", name), *fields)), 1.0)
         assert all(e.phone == uri("1001") for e in out)
     tracker.resync_failed()
+
+
+def test_call_waiting_a_second_incoming_call_is_reported_too() -> None:
+    """The agent's phone takes a second call from the customer while the first is up (call
+    waiting) and holds the first: both calls are reported, each by its own Call-ID, so the
+    binding can list both (and the second one's transfer reaches its session)."""
+
+    def event(name: str, uniqueid: str, **fields: str) -> bytes:
+        lines = [f"Event: {name}", f"Uniqueid: {uniqueid}"]
+        lines += [f"{k}: {v}" for k, v in fields.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def leg(uniqueid: str, call_id: str, n: str) -> list[bytes]:
+        return [
+            event(
+                "Newchannel",
+                uniqueid,
+                Channel=f"PJSIP/1001-0000000{n}",
+                ChannelState="0",
+                ConnectedLineNum="2000",
+            ),
+            event("VarSet", uniqueid, Variable="SIPCALLID", Value=call_id),
+            event("Newstate", uniqueid, ChannelStateDesc="Ringing"),
+        ]
+
+    raw = [
+        b"Asterisk Call Manager/9.0.0\r\n",
+        *leg("u1", "c-a", "1"),
+        event("Newstate", "u1", ChannelStateDesc="Up"),
+        *leg("u2", "c-b", "2"),
+        event("Hold", "u1", Channel="PJSIP/1001-00000001"),
+        event("Newstate", "u2", ChannelStateDesc="Up"),
+    ]
+    parser = AmiParser()
+    parser.receive_data(b"".join(raw))
+    tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))
+    out: list[PhoneEvent] = []
+    while (item := parser.next_event()) is not NEED_DATA:
+        if isinstance(item, AmiEvent):
+            out.extend(tracker.feed(item, 1.0))
+    seen = [(e.call_id, e.remote, describe(e.evidence.observation).get("state")) for e in out]
+    assert seen == [
+        ("c-a", "2000", "ringing"),
+        ("c-a", "2000", "connected"),
+        ("c-b", "2000", "ringing"),
+        ("c-a", "2000", "on_hold"),
+        ("c-b", "2000", "connected"),
+    ]

@@ -72,8 +72,10 @@ def test_one_call_with_the_customer_number_binds() -> None:
 
 def test_two_live_calls_with_the_same_number_are_ambiguous() -> None:
     calls = PhoneCalls()
-    calls.update("c-1", "+34900000001", CallState.ON_HOLD)
-    calls.update("c-2", "+34900000001", CallState.CONNECTED)
+    calls.update("c-1", "+34900000001", CallState.CONNECTED)
+    calls.update("c-2", "+34900000001", CallState.RINGING)
+    calls.update("c-1", None, CallState.ON_HOLD)  # call waiting: the first call is held
+    calls.update("c-2", None, CallState.CONNECTED)
     target, changes = route([session("s-1")], calls, "c-2")
     assert target is None
     assert [c.binding for c in changes] == [Binding.AMBIGUOUS]

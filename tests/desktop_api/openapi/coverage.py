@@ -34,6 +34,8 @@ REQUIRED_KINDS: frozenset[Kind] = frozenset(
         (409, "agent_blocked"),
         (409, "already_exists"),
         (409, "phone_in_use"),
+        (409, "call_in_use"),
+        (412, "version_mismatch"),
         (413, "body_too_large"),
         (422, "unknown_agent"),
         (500, "internal_error"),
@@ -131,6 +133,22 @@ COVERS: dict[str, Cover] = {
     "end": Cover(
         ops=((SESSION + "/end", "post"),),
         kinds=frozenset({(400, "missing_field"), (400, "invalid_field"), (400, "unknown_field")}),
+    ),
+    "set_call": Cover(
+        ops=((SESSION, "patch"),),
+        kinds=frozenset(
+            {
+                (400, "missing_field"),
+                (400, "invalid_field"),
+                (400, "unknown_field"),
+                (400, "invalid_json"),
+                (400, "invalid_body"),
+                (409, "invalid_step"),
+                (409, "already_transferred"),
+                (409, "call_in_use"),
+                (412, "version_mismatch"),
+            }
+        ),
     ),
     "not_on_call": Cover(kinds=frozenset({(409, "not_on_call")})),
     "transfer_disabled": Cover(kinds=frozenset({(403, "transfer_disabled")})),

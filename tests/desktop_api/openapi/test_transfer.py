@@ -198,6 +198,7 @@ async def test_phone_evidence_binds_the_call_proves_the_transfer_and_outlasts_a_
         "sip_call_id": "c-10",
         "since": None,
         "binding": "phone_and_number",
+        "candidates": [],
     }
     await steps(c, api, "s-10", "open", "internal", "next")
     for observation in (
@@ -269,15 +270,22 @@ async def test_a_phone_failure_after_the_agents_yes_is_a_conflict_and_reopens_th
     assert r.body["transfer"]["unavailable"] is None and "transfer.open" in r.body["actions"]
 
 
-async def test_two_calls_with_the_customers_number_leave_the_binding_ambiguous(
-    bridge: RunningBridge, checker: Checker, acme: ApiClient
+async def test_two_live_calls_leave_the_binding_ambiguous_until_the_desktop_picks_one(
+    bridge: RunningBridge, checker: Checker, admin: ApiClient, anon: ApiClient, acme: ApiClient
 ) -> None:
+    """Call waiting: the agent holds the first call with the customer's number and answers a
+    second one. The session lists both; the desktop names one with PATCH."""
     c, api = checker, acme
     await put_agent(c, api, "a-10", "1005")
     phone10 = "sip:1005@pbx.example"
-    for call_id in ("c-a", "c-b"):
+    for call_id, state in (
+        ("c-a", CallState.CONNECTED),
+        ("c-b", CallState.RINGING),
+        ("c-a", CallState.ON_HOLD),
+        ("c-b", CallState.CONNECTED),
+    ):
         await bridge.service.ingest(
-            evidence(phone10, CallStateChanged(CallState.CONNECTED), call_id, "+34900000012")
+            evidence(phone10, CallStateChanged(state), call_id, "+34900000012")
         )
     r = await c.call(
         api,
@@ -286,4 +294,111 @@ async def test_two_calls_with_the_customers_number_leave_the_binding_ambiguous(
         {"id": "s-12", "agent_id": "a-10", "customer": {"number": "+34900000012"}},
         expect=201,
     )
-    assert r.body["call"]["binding"] == "ambiguous"
+    call = r.body["call"]
+    assert call["binding"] == "ambiguous" and call["sip_call_id"] is None
+    assert call["candidates"] == [
+        {"sip_call_id": "c-a", "state": "on_hold", "source": "hep"},
+        {"sip_call_id": "c-b", "state": "connected", "source": "hep"},
+    ]
+    path = "/v1/sessions/s-12"
+    pick = {"call": {"sip_call_id": "c-b"}}
+    stale = {"If-Match": '"0"'}
+    await c.call(api, "PATCH", path, pick, headers=stale, expect=412, code="version_mismatch")
+    for bad_match in ('"x"', 'W/"1"', '"1", "2"', '"²"', ""):  # no version of ours: never met
+        await c.call(
+            api, "PATCH", path, pick, headers={"If-Match": bad_match}, expect=412, request_ok=None
+        )
+    bad_bodies: list[tuple[bytes, str]] = [
+        (b"{}", "missing_field"),
+        (b'{"call": {}}', "missing_field"),
+        (b'{"call": {"sip_call_id": " "}}', "invalid_field"),
+        (b'{"call": {"sip_call_id": "c-b", "state": "connected"}}', "unknown_field"),
+        (b'{"call": "c-b"}', "invalid_field"),
+        (b'{"result": 1}', "unknown_field"),
+        (b"nope", "invalid_json"),
+        (b"[]", "invalid_body"),
+    ]
+    for raw, code in bad_bodies:
+        await c.call(
+            api, "PATCH", path, raw=raw, headers=JSON, expect=400, code=code, request_ok=False
+        )
+    r = await c.call(
+        api, "PATCH", path, pick, headers={"If-Match": f'"{r.body["version"]}"'}, expect=200
+    )
+    assert r.body["call"] | {"since": None} == {
+        "state": "connected",
+        "sip_call_id": "c-b",
+        "since": None,
+        "binding": "call_id",
+        "candidates": [],
+    }
+    assert r.headers["ETag"] == f'"{r.body["version"]}"'
+    again = await c.call(api, "PATCH", path, pick, expect=200)  # the same call: no change
+    assert again.body["version"] == r.body["version"]
+    # the picked call's transfer now reaches the session
+    await steps(c, api, "s-12", "open", "internal", "next")
+    await bridge.service.ingest(
+        evidence(phone10, TransferSucceeded("target_leg_answered", "SIP/2.0 200 OK"), "c-b")
+    )
+    r = await c.call(api, "GET", path, expect=200)
+    assert r.body["transfer"]["state"] == "transferred", r.body
+    await c.call(
+        api, "PATCH", path, {"call": {"sip_call_id": "c-a"}}, expect=409, code="already_transferred"
+    )
+    trail = (await c.call(api, "GET", path + "/audit", expect=200)).body["entries"]
+    bindings = [(e["kind"], e["detail"]) for e in trail if e["event"] == "call_binding"]
+    assert bindings == [
+        (
+            "system",
+            {
+                "binding": "ambiguous",
+                "sip_call_id": None,
+                "reason": "several_live_calls",
+                "candidates": ["c-a", "c-b"],
+            },
+        ),
+        (
+            "desktop",
+            {
+                "binding": "call_id",
+                "sip_call_id": "c-b",
+                "reason": "desktop_choice",
+                "candidates": ["c-a", "c-b"],
+            },
+        ),
+    ]
+    # a second session of the agent cannot take a call another open session has
+    await c.call(api, "POST", path + "/end", {"result": "done"}, expect=200)
+    await c.call(
+        api,
+        "POST",
+        "/v1/sessions",
+        {
+            "id": "s-13",
+            "agent_id": "a-10",
+            "customer": {"number": "+34900000012"},
+            "call": {"state": "connected", "sip_call_id": "c-a"},
+        },
+        expect=201,
+    )
+    await c.call(
+        api,
+        "POST",
+        "/v1/sessions",
+        {"id": "s-14", "agent_id": "a-10", "customer": {"number": "+34900000012"}},
+        expect=201,
+    )
+    await c.call(
+        api,
+        "PATCH",
+        "/v1/sessions/s-14",
+        {"call": {"sip_call_id": "c-a"}},
+        expect=409,
+        code="call_in_use",
+    )
+    await c.call(api, "PATCH", path, pick, expect=409, code="invalid_step")  # s-12 has ended
+    await c.call(api, "PATCH", "/v1/sessions/nope", pick, expect=404)
+    await c.call(admin, "PATCH", path, pick, expect=403, code="forbidden")
+    await c.call(anon, "PATCH", path, pick, expect=401, request_ok=False)
+    await c.call(api, "PATCH", path, HUGE, expect=413, request_ok=False)
+    assert_covers(c, COVERS["set_call"])
