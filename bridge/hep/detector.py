@@ -207,7 +207,10 @@ class TransferDetector:
         call = leg.customer
         if change.prior is LegState.CONFIRMED or call is None or call in self._proven:
             return
-        if not _awaits(call, (_DECIDES[leg.role],)):
+        # Also after the PBX's failing NOTIFY: Asterisk sends its 503 and the CANCEL to the
+        # ringing target in the same millisecond, in either order; the target's own leg names
+        # the cause (no answer), the 503 only says the PBX gave up.
+        if not any(r.kind is _DECIDES[leg.role] for r in call.all_refers()):
             return
         if any(
             t.role is leg.role and t.state is not LegState.TERMINATED for t in call.targets or ()

@@ -28,6 +28,7 @@ from bridge.model import (
     ConfirmedBy,
     Conflict,
     ConsultState,
+    FailureCause,
     PhoneProgress,
     ProofGrade,
     ReferState,
@@ -410,6 +411,20 @@ def _phone_succeeded(
     return Outcome(new, tuple(entries), True)
 
 
+# How much a failure cause says: the target's own answer (or the customer's own hang-up) over
+# the PBX's word for it (a NOTIFY 503 is Asterisk's "gave up" for busy, refused and unanswered
+# alike), over a cause nobody named.
+_CAUSE_RANK: dict[FailureCause | None, int] = {
+    FailureCause.TARGET_BUSY: 2,
+    FailureCause.TARGET_REJECTED: 2,
+    FailureCause.TARGET_NO_ANSWER: 2,
+    FailureCause.CUSTOMER_HUNG_UP: 2,
+    FailureCause.TARGET_UNAVAILABLE: 1,
+    FailureCause.REFER_REJECTED: 1,
+    FailureCause.TRANSFER_FAILED: 0,
+}
+
+
 def _phone_failed(
     session: Session, obs: TransferFailed, evidence: PhoneEvidence, entry: AuditEntry, now: str
 ) -> Outcome:
@@ -423,6 +438,19 @@ def _phone_failed(
             return replace(outcome, audit=(*outcome.audit, disagree))
         return Outcome(session, (_noted(entry, "after_success"),), False)
     if transfer.state is TransferState.FAILED and transfer.phone.refer is ReferState.FAILED:
+        if _CAUSE_RANK.get(obs.cause, 0) > _CAUSE_RANK.get(transfer.phone.failure, 0):
+            # The target's own side names the cause the PBX's report left vague (its NOTIFY 503
+            # came before the CANCEL to the ringing target): the strongest fact is shown,
+            # whichever came first.
+            phone = replace(
+                transfer.phone,
+                failure=obs.cause,
+                proved_by=evidence.source,
+                final_at=evidence.at,
+                last_sipfrag=stronger_sipfrag(transfer.phone.last_sipfrag, obs.sipfrag),
+            )
+            noted = _noted(entry, "target_side_cause")
+            return _phone_change(session, replace(transfer, phone=phone), noted, now)
         changes = {"failure": obs.cause}
         return _same_outcome_earlier(session, evidence, changes, obs.sipfrag, entry, now)
     phone = replace(

@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 
 from bridge.evidence import PhoneEvent, TransferFailed, TransferReported, TransferSucceeded
+from bridge.hep.decode import decode_hep
+from bridge.hep.directory import PhoneDirectory
+from bridge.hep.sides import hop
+from bridge.hep.tracker import SipTracker
 from bridge.model import (
     Call,
     ConfirmedBy,
@@ -29,7 +33,7 @@ from bridge.model import (
 )
 from bridge.session.phone import apply_evidence
 from bridge.sip import parse_message
-from tests.rig.hepfile import replay_sip
+from tests.rig.hepfile import read_hep_file, replay_sip
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 AGENTS = ("1001", "1002", "1003", "1004")
@@ -203,3 +207,38 @@ def test_a_customer_who_hangs_up_after_a_reported_transfer_is_no_failure() -> No
         session = apply_evidence(session, event.evidence, now=event.evidence.at).session
     assert session.transfer.state is TransferState.NONE
     assert session.transfer.phone.proof is ProofGrade.PBX_REPORTED
+
+
+def test_a_target_that_never_answers_is_named_whichever_comes_first_the_503_or_the_cancel() -> None:
+    """Asterisk gives up on the ringing target (Dial's timeout) by sending the agent's NOTIFY
+    503 and the CANCEL to the target in the same millisecond, in either order (seen live in
+    about one run in three). The target's own leg names the cause either way."""
+    packets = read_hep_file(FIXTURES / "hep" / "asterisk-blind_no_answer.hep")
+    payloads = [decode_hep(p).payload for p in packets]
+    notify = next(i for i, p in enumerate(payloads) if b"SIP/2.0 503" in p and b"NOTIFY" in p)
+    cancel = next(i for i, p in enumerate(payloads) if p.startswith(b"CANCEL sip:1002@"))
+    orders = {
+        "as captured": packets,
+        "NOTIFY moved before the CANCEL": _moved(packets, notify, min(notify, cancel)),
+        "CANCEL moved before the NOTIFY": _moved(packets, cancel, min(notify, cancel)),
+    }
+    for name, order in orders.items():
+        tracker = SipTracker(PhoneDirectory([uri(e) for e in AGENTS]), source="hep")
+        events: list[PhoneEvent] = []
+        for packet in order:
+            hep = decode_hep(packet)
+            src, dst = hop(hep.src_ip, hep.src_port), hop(hep.dst_ip, hep.dst_port)
+            events += tracker.feed_bytes(hep.payload, hep.timestamp or 0.0, None, src, dst)
+        session = Session(
+            "acme", "s-1", "a-1", Customer("2000"), "2026-01-01T00:00:00.000Z", call=Call()
+        )
+        for event in (e for e in events if e.phone == uri("1001")):
+            session = apply_evidence(session, event.evidence, now=event.evidence.at).session
+        t = session.transfer
+        assert (t.state, t.phone.failure) == (T.FAILED, F.TARGET_NO_ANSWER), name
+
+
+def _moved(packets: list[bytes], src: int, dst: int) -> list[bytes]:
+    out = [p for i, p in enumerate(packets) if i != src]
+    out.insert(dst, packets[src])
+    return out
