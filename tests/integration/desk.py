@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import ADMIN, BridgeProcess
+from tests.integration.bridge_process import ADMIN, BridgeProcess, running_bridge_process
 from tests.rig.asterisk import RunningAsterisk
-from tests.rig.phones import Phones
+from tests.rig.phones import Phones, running_phones
+from tests.rig.procs import LOCALHOST, free_udp_ports
 
 AGENTS = (("ana", "1001"), ("ben", "1002"), ("cy", "1003"))
 
@@ -154,3 +157,52 @@ async def hang_up_everything(phones: Phones, *exts: str) -> None:
         for ref, e in phones.calls_of(ext).items():
             if e.get("state") != "DISCONNECTED":
                 await phones.hangup(ext, ref)
+
+
+# The four ways a bridge can watch the same calls, side by side on one Asterisk.
+FOUR_SOURCES = ("hep", "ami", "hep_ami", "dialog")
+
+
+async def four_bridges(
+    pbx: RunningAsterisk,
+    workdir: Path,
+    stack: AsyncExitStack,
+    relay_for: Callable[[list[int]], asyncio.DatagramProtocol],
+    agents: tuple[tuple[str, str], ...],
+) -> tuple[Phones, dict[str, Rig]]:
+    """Four bridge processes (HEP alone, AMI alone, both, dialog-info alone) with one tenant
+    and `agents` each, the module's phones, and Asterisk's HEP sent to `relay_for(ports)`, which
+    forwards it to the two HEP bridges; ready once every dialog line is subscribed."""
+    hep_ports = free_udp_ports(2)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: relay_for(hep_ports), local_addr=(LOCALHOST, pbx.hep_port)
+    )
+    stack.callback(transport.close)
+    http = await stack.enter_async_context(aiohttp.ClientSession())
+    phones = await stack.enter_async_context(
+        running_phones(pbx.phone_ports, pbx.sip, workdir / "phones")
+    )
+    options: dict[str, dict[str, Any]] = {
+        "hep": {"hep": True, "ami": False, "hep_listen": hep_ports[0]},
+        "ami": {"hep": False, "ami": True},
+        "hep_ami": {"hep": True, "ami": True, "hep_listen": hep_ports[1]},
+        "dialog": {"hep": False, "ami": False, "dialog": True},
+    }
+    rigs: dict[str, Rig] = {}
+    for source in FOUR_SOURCES:
+        folder = workdir / source
+        folder.mkdir()
+        bridge = await stack.enter_async_context(
+            running_bridge_process(folder, pbx, **options[source])
+        )
+        api = await tenant_with_agents(http, bridge, agents)
+        rigs[source] = Rig(pbx, bridge, phones, api, http)
+    n = len(agents)
+    deadline = loop.time() + 10
+    while True:
+        health = await rigs["dialog"].bridge.wait_healthy(("pbx-dialog",))
+        if health["sources"]["pbx-dialog"].get("subscribed") == f"{n}/{n}":
+            return phones, rigs
+        assert loop.time() < deadline, health
+        await asyncio.sleep(0.1)

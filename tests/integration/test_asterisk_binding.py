@@ -38,30 +38,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import pytest
 
 from bridge.hep.decode import HepError, decode_hep
 from bridge.session.correlation import EARLY_LIMIT
 from bridge.sip import SipMessage, SipParseError, parse_message
-from tests.integration.bridge_process import running_bridge_process
 from tests.integration.desk import (
     AGENTS,
+    FOUR_SOURCES,
     Rig,
     audit,
     click,
+    four_bridges,
     hang_up_everything,
     session_until,
-    tenant_with_agents,
 )
 from tests.rig.asterisk import RunningAsterisk
-from tests.rig.phones import Phones, running_phones
-from tests.rig.procs import LOCALHOST, free_udp_ports
+from tests.rig.phones import Phones
+from tests.rig.procs import LOCALHOST
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
 
 REPORT_ENV = "TRANSFER_BRIDGE_BINDING_REPORT"
-SOURCES = ("hep", "ami", "hep_ami", "dialog")
+SOURCES = FOUR_SOURCES
 LOSSY = ("hep", "hep_ami")  # the bridges behind the lossy relay
 CUSTOMER, AGENT_EXT, AGENT, TARGET = "2000", "1001", "ana", "1002"
 # Asterisk's dialog-info names the caller only in the early NOTIFY, and right after another
@@ -124,41 +123,14 @@ class BindingRig:
 
 
 async def _start(pbx: RunningAsterisk, workdir: Path, stack: AsyncExitStack) -> BindingRig:
-    hep_ports = free_udp_ports(2)
-    relay = _LossyHepRelay(hep_ports, hep_ports)
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: relay, local_addr=(LOCALHOST, pbx.hep_port)
-    )
-    stack.callback(transport.close)
-    http = await stack.enter_async_context(aiohttp.ClientSession())
-    phones = await stack.enter_async_context(
-        running_phones(pbx.phone_ports, pbx.sip, workdir / "phones")
-    )
-    options = {
-        "hep": {"hep": True, "ami": False, "hep_listen": hep_ports[0]},
-        "ami": {"hep": False, "ami": True},
-        "hep_ami": {"hep": True, "ami": True, "hep_listen": hep_ports[1]},
-        "dialog": {"hep": False, "ami": False, "dialog": True},
-    }
-    rigs: dict[str, Rig] = {}
-    for source in SOURCES:
-        folder = workdir / source
-        folder.mkdir()
-        bridge = await stack.enter_async_context(
-            running_bridge_process(folder, pbx, **options[source])  # type: ignore[arg-type]
-        )
-        api = await tenant_with_agents(http, bridge, AGENTS)
-        rigs[source] = Rig(pbx, bridge, phones, api, http)
-    n = len(AGENTS)
-    deadline = loop.time() + 10
-    while True:
-        health = await rigs["dialog"].bridge.wait_healthy(("pbx-dialog",))
-        if health["sources"]["pbx-dialog"].get("subscribed") == f"{n}/{n}":
-            break
-        assert loop.time() < deadline, health
-        await asyncio.sleep(0.1)
-    return BindingRig(pbx, phones, relay, rigs)
+    relays: list[_LossyHepRelay] = []
+
+    def relay_for(ports: list[int]) -> _LossyHepRelay:
+        relays.append(_LossyHepRelay(ports, ports))
+        return relays[-1]
+
+    phones, rigs = await four_bridges(pbx, workdir, stack, relay_for, AGENTS)
+    return BindingRig(pbx, phones, relays[0], rigs)
 
 
 @pytest.fixture(scope="module")

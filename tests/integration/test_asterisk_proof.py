@@ -49,26 +49,26 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from tests.integration.bridge_process import running_bridge_process
 from tests.integration.desk import (
     AGENTS,
+    FOUR_SOURCES,
     Rig,
     audit,
     click,
+    four_bridges,
     hang_up_everything,
     session_until,
-    tenant_with_agents,
 )
 from tests.rig.asterisk import RunningAsterisk
-from tests.rig.phones import Event, Phones, running_phones
-from tests.rig.procs import LOCALHOST, free_udp_ports
+from tests.rig.phones import Event, Phones
+from tests.rig.procs import LOCALHOST
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
 REPORT_ENV = "TRANSFER_BRIDGE_PROOF_REPORT"  # a file: what each source's session showed, per case
 PROOF_AGENTS = (*AGENTS, ("dee", "1004"))  # 1004: refer_blind_progress = no
 AGENT_OF = {ext: agent for agent, ext in PROOF_AGENTS}
-SOURCES = ("hep", "ami", "hep_ami", "dialog")
+SOURCES = FOUR_SOURCES
 POLL = 0.1  # seconds between two polls of one session
 SETTLE = 6.0  # at most this long after the target's answer/refusal for the verdict
 HANDOFF_SLACK = 0.01  # RFC 3339 times may be cut to the millisecond
@@ -265,38 +265,7 @@ class ProofRig:
 
 
 async def _start(pbx: RunningAsterisk, workdir: Path, stack: AsyncExitStack) -> ProofRig:
-    hep_ports = free_udp_ports(2)
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _HepRelay(hep_ports), local_addr=(LOCALHOST, pbx.hep_port)
-    )
-    stack.callback(transport.close)
-    http = await stack.enter_async_context(aiohttp.ClientSession())
-    phones = await stack.enter_async_context(
-        running_phones(pbx.phone_ports, pbx.sip, workdir / "phones")
-    )
-    options = {
-        "hep": {"hep": True, "ami": False, "hep_listen": hep_ports[0]},
-        "ami": {"hep": False, "ami": True},
-        "hep_ami": {"hep": True, "ami": True, "hep_listen": hep_ports[1]},
-        "dialog": {"hep": False, "ami": False, "dialog": True},
-    }
-    rigs: dict[str, Rig] = {}
-    for source in SOURCES:
-        folder = workdir / source
-        folder.mkdir()
-        bridge = await stack.enter_async_context(
-            running_bridge_process(folder, pbx, **options[source])  # type: ignore[arg-type]
-        )
-        api = await tenant_with_agents(http, bridge, PROOF_AGENTS)
-        rigs[source] = Rig(pbx, bridge, phones, api, http)
-    health = await rigs["dialog"].bridge.wait_healthy(("pbx-dialog",))
-    n = len(PROOF_AGENTS)
-    deadline = loop.time() + 10
-    while health["sources"]["pbx-dialog"].get("subscribed") != f"{n}/{n}":
-        assert loop.time() < deadline, health
-        await asyncio.sleep(0.1)
-        health = await rigs["dialog"].bridge.wait_healthy(("pbx-dialog",))
+    phones, rigs = await four_bridges(pbx, workdir, stack, _HepRelay, PROOF_AGENTS)
     return ProofRig(pbx, phones, rigs)
 
 
