@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.model import ID_PATTERN
+from desktop_api.storage import redacted_url
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {
@@ -100,15 +101,6 @@ class Settings:
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(listen={self.host}:{self.port}, store={redacted_url(self.store_url)!r})"
-
-
-def redacted_url(url: str) -> str:
-    """A store URL fit for logs: the password of `scheme://user:password@host` replaced."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def parse_listen(value: str, key: str) -> tuple[str, int]:

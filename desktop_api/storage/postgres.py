@@ -25,12 +25,12 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 
 from bridge.store import StoreConflict, StoreUnavailable
+from desktop_api.storage import redacted_url
 from desktop_api.storage.queries import SqlStore, Tx
 
 T = TypeVar("T")
@@ -78,21 +78,12 @@ MIGRATIONS: list[str] = [
 MIGRATION_LOCK = 0x7472616E73666572  # pg_advisory_xact_lock key: "transfer" in ASCII
 
 
-def describe_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
-
-
 class PostgresStore(SqlStore):
     """`bridge.store.Store` on one PostgreSQL database; safe from one worker thread at a time."""
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
-        self.where = describe_url(url)
+        self.where = redacted_url(url)
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._db: psycopg.Connection[Any] | None = None

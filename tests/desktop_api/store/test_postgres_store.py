@@ -11,7 +11,8 @@ import pytest
 from bridge.model import Customer, Session
 from bridge.session.outcome import AuditEntry
 from bridge.store import SessionWrite, StoreConflict, StoreUnavailable
-from desktop_api.storage.postgres import MIGRATIONS, PostgresStore, describe_url
+from desktop_api.storage import redacted_url
+from desktop_api.storage.postgres import MIGRATIONS, PostgresStore
 from tests.desktop_api.store.seed import NOW, seed
 from tests.rig.postgres import Cluster
 
@@ -59,7 +60,7 @@ def test_the_audit_trail_is_append_only(pg_cluster: Cluster) -> None:
 
 def test_the_password_never_appears_in_errors(pg_cluster: Cluster) -> None:
     url = pg_cluster.url("postgres").replace("127.0.0.1", "127.0.0.1", 1)
-    assert pg_cluster.password not in describe_url(url)
+    assert pg_cluster.password not in redacted_url(url)
     dead = url.rsplit(":", 1)[0].rsplit("@", 1)[0] + "@127.0.0.1:1/postgres"
     with pytest.raises(StoreUnavailable) as caught:
         PostgresStore(dead)
