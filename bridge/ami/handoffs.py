@@ -42,6 +42,7 @@ from bridge.evidence import (
     TransferSucceeded,
 )
 from bridge.model import FailureCause, ProofGrade, TransferKind, failure_cause_of_q850
+from bridge.untrusted import ascii_uint
 
 HANDOFF_SECONDS = 3600.0  # a reported transfer nothing settled is forgotten after this long
 MAX_HANDOFFS = 1024
@@ -103,9 +104,7 @@ def dial_failure(status: str, target_cause: int | None) -> FailureCause:
 
 def cause_code(value: str | None) -> int | None:
     """`Cause: 17` -> 17; None when absent or not a number."""
-    text = (value or "").strip()
-    # isascii: "²".isdigit() is True, and int() would raise on it
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 4 else None
+    return ascii_uint(value, max_digits=3)  # ASCII only: "²".isdigit() is True
 
 
 # --- transfer events -------------------------------------------------------------------------
