@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +159,29 @@ async def hang_up_everything(phones: Phones, *exts: str) -> None:
         for ref, e in phones.calls_of(ext).items():
             if e.get("state") != "DISCONNECTED":
                 await phones.hangup(ext, ref)
+
+
+async def clean_up_case(phones: Phones, rigs: Iterable[Rig], sid: str, *exts: str) -> None:
+    """After a case: hang up what is left on these phones, wait (10 s at most) until nothing
+    of theirs is up, and end session `sid` on every bridge (a transferred session blocks its
+    agent)."""
+    with contextlib.suppress(Exception):
+        await hang_up_everything(phones, *exts)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        live = [
+            ref
+            for ext in exts
+            for ref, e in phones.calls_of(ext).items()
+            if e["state"] != "DISCONNECTED"
+        ]
+        if not live:
+            break
+        await asyncio.sleep(0.1)
+    for r in rigs:
+        with contextlib.suppress(Exception):
+            await r.api.post(f"/v1/sessions/{sid}/end", {"result": "test over"})
+    await asyncio.sleep(0.3)
 
 
 # The four ways a bridge can watch the same calls, side by side on one Asterisk.

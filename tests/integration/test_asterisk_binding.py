@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
@@ -48,9 +47,9 @@ from tests.integration.desk import (
     FOUR_SOURCES,
     Rig,
     audit,
+    clean_up_case,
     click,
     four_bridges,
-    hang_up_everything,
     session_until,
 )
 from tests.rig.asterisk import RunningAsterisk
@@ -263,25 +262,8 @@ async def _record(rig: BindingRig, case: str, sid: str, **facts: Any) -> dict[st
 
 
 async def _clean_up(rig: BindingRig, sid: str) -> None:
-    phones = rig.phones
     rig.relay.drop = None
-    with contextlib.suppress(Exception):
-        await hang_up_everything(phones, CUSTOMER, AGENT_EXT, TARGET)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        live = [
-            ref
-            for ext in (CUSTOMER, AGENT_EXT, TARGET)
-            for ref, e in phones.calls_of(ext).items()
-            if e["state"] != "DISCONNECTED"
-        ]
-        if not live:
-            break
-        await asyncio.sleep(0.1)
-    for r in rig.rigs.values():
-        with contextlib.suppress(Exception):
-            await r.api.post(f"/v1/sessions/{sid}/end", {"result": "test over"})
-    await asyncio.sleep(0.3)
+    await clean_up_case(rig.phones, rig.rigs.values(), sid, CUSTOMER, AGENT_EXT, TARGET)
 
 
 async def _lossy(rig: BindingRig, drop: Callable[[SipMessage], str | None], action: Any) -> None:

@@ -54,9 +54,9 @@ from tests.integration.desk import (
     FOUR_SOURCES,
     Rig,
     audit,
+    clean_up_case,
     click,
     four_bridges,
-    hang_up_everything,
     session_until,
 )
 from tests.rig.asterisk import RunningAsterisk
@@ -428,24 +428,7 @@ def _settled(polls: list[Poll]) -> bool:
 
 async def _clean_up(rig: ProofRig, sid: str) -> None:
     """Hang up what is left, end the sessions (a transferred session blocks its agent)."""
-    phones = rig.phones
-    with contextlib.suppress(Exception):
-        await hang_up_everything(phones, "2000", "1001", "1002", "1004")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        live = [
-            ref
-            for ext in ("2000", "1001", "1002", "1004")
-            for ref, e in phones.calls_of(ext).items()
-            if e["state"] != "DISCONNECTED"
-        ]
-        if not live:
-            break
-        await asyncio.sleep(0.1)
-    for r in rig.rigs.values():
-        with contextlib.suppress(Exception):
-            await r.api.post(f"/v1/sessions/{sid}/end", {"result": "test over"})
-    await asyncio.sleep(0.3)
+    await clean_up_case(rig.phones, rig.rigs.values(), sid, "2000", "1001", "1002", "1004")
 
 
 # --- the tests --------------------------------------------------------------------------------
