@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_connections": 10_000,
     },
     "store": {"url": "sqlite:///var/transfer-bridge.db", "keep_changes": 1_000_000},
+    "cluster": {"instance": "", "poll_interval": 1.0, "lease_retry": 1.0},
     "auth": {"admin_token": ""},
     "log": {"format": "json", "level": "info"},
     "deskphones": {
@@ -98,6 +100,10 @@ class Settings:
     log_level: str = "info"
     sources: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deskphones: DeskphoneSettings = field(default_factory=DeskphoneSettings)
+    # [cluster]: several instances on one PostgreSQL store (ignored on SQLite)
+    instance: str = ""  # this instance's name in /healthz and leases; "" = host:pid
+    poll_interval: float = 1.0  # seconds between catch-ups of the shared feed (LISTEN missed)
+    lease_retry: float = 1.0  # seconds between a standby's attempts to take a source's lease
 
     def __repr__(self) -> str:  # never print secrets
         return f"Settings(listen={self.host}:{self.port}, store={redacted_url(self.store_url)!r})"
@@ -124,6 +130,13 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if isinstance(default, int):
         if isinstance(value, bool | float):
             raise ConfigError(f"{key}: expected a whole number, got {value!r}")
@@ -191,6 +204,13 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
     if merged["store"]["keep_changes"] < 1000:
         raise ConfigError("store.keep_changes: must be at least 1000")
     deskphones = _deskphones(merged["deskphones"])
+    cluster = merged["cluster"]
+    instance = str(cluster["instance"]).strip() or default_instance()
+    if len(instance) > 63 or not instance.isprintable():
+        raise ConfigError("cluster.instance: at most 63 printable characters")
+    for key in ("poll_interval", "lease_retry"):
+        if not 0.05 <= float(cluster[key]) <= 60:
+            raise ConfigError(f"cluster.{key}: expected 0.05-60 seconds")
     return Settings(
         host=host,
         port=port,
@@ -205,7 +225,15 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         log_level=merged["log"]["level"],
         sources=_sources(raw.get("sources", {})),
         deskphones=deskphones,
+        instance=instance,
+        poll_interval=float(cluster["poll_interval"]),
+        lease_retry=float(cluster["lease_retry"]),
     )
+
+
+def default_instance() -> str:
+    """`host:pid`: unique among the instances of one database unless set."""
+    return f"{socket.gethostname()[:50]}:{os.getpid()}"
 
 
 def _deskphones(values: dict[str, Any]) -> DeskphoneSettings:
