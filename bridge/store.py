@@ -17,6 +17,9 @@ class SessionWrite:
     session: Session
     audit: Sequence[AuditEntry]
     create: bool = False
+    # The version the change was decided on: the write is refused (`StoreConflict`) if the
+    # stored session is no longer at it (another instance wrote first). None: any older one.
+    base: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,33 @@ class StoreConflict(Exception):
         self.what = what
 
 
+class AgentBlocked(Exception):
+    """Rule 5, as the store sees it: the agent has open sessions in `call_transferred`."""
+
+    def __init__(self, blocking: list[str]) -> None:
+        super().__init__(", ".join(blocking))
+        self.blocking = blocking
+
+
+class EvidenceSeen(Exception):
+    """This piece of phone evidence was already applied (by this or another instance)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteGuard:
+    """Checks made inside a write's transaction, under the agent's lock.
+
+    `agent_free`: refuse (`AgentBlocked`) when the agent has a transferred open session (rule 5,
+    for a session being opened). `evidence`: the digest of the phone event behind the write;
+    refuse (`EvidenceSeen`) when it was already applied.
+    """
+
+    agent: tuple[str, str] | None = None
+    agent_free: bool = False
+    evidence: str | None = None
+    agent_locked: bool = False  # the caller holds the agent's lock already (cluster.agent_lock)
+
+
 class Store(Protocol):
     """Durable state. Every call is blocking; the service runs them off the event loop."""
 
@@ -78,8 +108,13 @@ class Store(Protocol):
         self, account_id: str, token_id: str, at: str
     ) -> tuple[TokenRecord, str] | None: ...
     def put_agent(self, agent: Agent, phone_key: str) -> None: ...
-    def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]: ...
-    def append_audit(self, session: Session, audit: Sequence[AuditEntry]) -> None: ...
+    def write_sessions(
+        self, writes: Sequence[SessionWrite], guard: WriteGuard | None = None
+    ) -> list[int]: ...
+    def append_audit(
+        self, session: Session, audit: Sequence[AuditEntry], guard: WriteGuard | None = None
+    ) -> None: ...
+    def open_sessions_of_agent(self, account_id: str, agent_id: str) -> list[Session]: ...
     def get_session(self, account_id: str, session_id: str) -> Session | None: ...
     def list_sessions(
         self, account_id: str, agent_id: str | None, status: str | None, limit: int

@@ -69,7 +69,14 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     limit_loop_errors(asyncio.get_running_loop())
     store = open_store(settings.store_url)
-    service = BridgeService(store, app[METRICS])
+    shared = settings.store_url if not settings.store_url.startswith("sqlite:") else None
+    service = BridgeService(
+        store,
+        app[METRICS],
+        shared_url=shared,
+        instance=settings.instance,
+        poll_interval=settings.poll_interval,
+    )
     await service.start()
     app[SERVICE] = service
     # What start-up loaded lives as long as the process: keep the cyclic GC from re-scanning it.

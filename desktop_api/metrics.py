@@ -44,8 +44,18 @@ class Metrics:
         )
         self.evidence_dropped = Counter(
             "transfer_bridge_phone_evidence_dropped",
-            "Phone evidence dropped (unknown phone, no session)",
+            "Phone evidence dropped (unknown phone, no session, already applied)",
             ["source", "reason"],
+            registry=r,
+        )
+        self.write_retries = Counter(
+            "transfer_bridge_write_retries",
+            "Writes decided again because another instance changed the session first",
+            registry=r,
+        )
+        self.feed_catch_ups = Counter(
+            "transfer_bridge_feed_catch_ups",
+            "Reads of the stored change feed for changes other instances wrote",
             registry=r,
         )
         self.long_polls = Gauge(

@@ -107,6 +107,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         cursor = int(raw_cursor)
     service = request.app[SERVICE]
     if cursor is not None and cursor > service.hub.last_cursor(account_id):
+        # Maybe a cursor another instance sent that this one has not passed on yet.
+        await service.catch_up(account_id)
+    if cursor is not None and cursor > service.hub.last_cursor(account_id):
         # A cursor from another store (or a rebuilt one): skipping events up to it would lose
         # changes, so start over with the current state instead.
         cursor = None

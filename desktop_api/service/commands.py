@@ -14,8 +14,8 @@ import structlog
 from bridge.errors import InvalidInput, TransferNotAllowed
 from bridge.model import Action, Binding, Call, CallState, Customer, Session
 from bridge.session.machine import desktop_step, end_session, pick_call
-from bridge.session.outcome import AuditEntry
-from bridge.store import SessionWrite, StoreConflict
+from bridge.session.outcome import AuditEntry, Outcome
+from bridge.store import AgentBlocked, SessionWrite, StoreConflict, WriteGuard
 from desktop_api.metrics import Metrics
 from desktop_api.service.evidence import EvidenceRouter
 from desktop_api.service.reads import Reads
@@ -60,6 +60,10 @@ class SessionCommands:
         exists = TransferNotAllowed("already_exists", f"session {session_id!r} exists")
         async with self._writer.lock((account_id, agent_id)):
             view = self._reads.agent_view(agent)
+            if not view["can_take_requests"] and self._writer.agent_locks is not None:
+                # Another instance may have ended the blocking session a moment ago.
+                await self._writer.refresh_agent((account_id, agent_id))
+                view = self._reads.agent_view(agent)
             if not view["can_take_requests"]:
                 raise TransferNotAllowed(
                     "agent_blocked",
@@ -82,24 +86,34 @@ class SessionCommands:
             audit = [AuditEntry(now, "desktop", "session_opened", detail)]
             session, more = self._evidence.bind_new(session, agent, now)
             audit += more
+            # Rule 5 again inside the transaction, under the agent's lock there: another
+            # instance may have transferred one of the agent's sessions a moment ago.
+            guard = WriteGuard(agent=(account_id, agent_id), agent_free=True)
             try:
-                await self._writer.commit([SessionWrite(session, audit, create=True)])
+                await self._writer.commit([SessionWrite(session, audit, create=True)], guard)
             except StoreConflict as exc:
                 raise exists from exc
+            except AgentBlocked as exc:
+                await self._writer.refresh_agent((account_id, agent_id))
+                raise TransferNotAllowed(
+                    "agent_blocked",
+                    "the agent has a transferred session that is not ended with a result: "
+                    + ", ".join(exc.blocking),
+                ) from exc
         log.info("session_opened", account_id=account_id, session_id=session_id, agent_id=agent_id)
         self._metrics.sessions_opened.inc()
         return session
 
     async def transfer_step(self, account_id: str, session_id: str, action: Action) -> Session:
         """One desktop click of the seed's flow."""
-        session = await self._reads.get_session(account_id, session_id)
-        async with self._writer.lock((account_id, session.agent_id)):
-            session = await self._reads.get_session(account_id, session_id)
-            account = self._registry.get_account(account_id)
-            outcome = desktop_step(
+        account = self._registry.get_account(account_id)
+
+        def step(session: Session) -> Outcome:
+            return desktop_step(
                 session, action, transfer_enabled=account.transfer_enabled, now=self._clock()
             )
-            await self._writer.commit_outcomes([outcome])
+
+        session, outcome = await self._decide(account_id, session_id, step)
         log.info(
             "transfer_step",
             account_id=account_id,
@@ -121,9 +135,8 @@ class SessionCommands:
         `412 version_mismatch` when the session moved on; another open session of the agent
         bound to that call is `409 call_in_use`.
         """
-        session = await self._reads.get_session(account_id, session_id)
-        async with self._writer.lock((account_id, session.agent_id)):
-            session = await self._reads.get_session(account_id, session_id)
+
+        def pick(session: Session) -> Outcome:
             if if_match is not None and if_match != session.version:
                 raise TransferNotAllowed(
                     "version_mismatch",
@@ -144,8 +157,9 @@ class SessionCommands:
                 )
             agent = self._registry.agents.get((account_id, session.agent_id))
             state = self._evidence.live_state(agent, sip_call_id) if agent else None
-            outcome = pick_call(session, sip_call_id, state, now=self._clock())
-            await self._writer.commit_outcomes([outcome])
+            return pick_call(session, sip_call_id, state, now=self._clock())
+
+        _, outcome = await self._decide(account_id, session_id, pick)
         log.info(
             "session_call_set",
             account_id=account_id,
@@ -156,10 +170,28 @@ class SessionCommands:
 
     async def end(self, account_id: str, session_id: str, result: str) -> Session:
         """Set the result and end the session (rule 4)."""
-        session = await self._reads.get_session(account_id, session_id)
-        async with self._writer.lock((account_id, session.agent_id)):
-            session = await self._reads.get_session(account_id, session_id)
-            outcome = end_session(session, result, now=self._clock())
-            await self._writer.commit_outcomes([outcome])
+        _, outcome = await self._decide(
+            account_id, session_id, lambda session: end_session(session, result, now=self._clock())
+        )
         log.info("session_ended", account_id=account_id, session_id=session_id)
         return outcome.session
+
+    async def _decide(
+        self, account_id: str, session_id: str, decide: Callable[[Session], Outcome]
+    ) -> tuple[Session, Outcome]:
+        """Read the session, let `decide` run the rules on it, commit, under the agent's lock.
+
+        When another instance changed the session first (the store refuses the stale version),
+        read it again and decide again: the desktop's request applies to the session as it is.
+        Returns the session as read and the outcome."""
+        session = await self._reads.get_session(account_id, session_id)
+        key = (account_id, session.agent_id)
+
+        async def attempt(guard: WriteGuard) -> tuple[Session, Outcome]:
+            session = await self._reads.get_session(account_id, session_id)
+            outcome = decide(session)
+            await self._writer.commit_outcomes([outcome], guard, {session.id: session.version})
+            return session, outcome
+
+        async with self._writer.lock(key):
+            return await self._writer.settle(key, attempt, WriteGuard(agent=key))

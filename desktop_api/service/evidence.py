@@ -6,6 +6,7 @@ Correlation is `bridge.session.correlation` (exact matches only); the rules are
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +19,7 @@ from bridge.session.correlation import BindingChange, PhoneCalls, route
 from bridge.session.machine import apply_binding
 from bridge.session.outcome import AuditEntry, Outcome
 from bridge.session.phone import apply_evidence
+from bridge.store import EvidenceSeen, WriteGuard
 from bridge.uris import phone_key
 from desktop_api.metrics import Metrics
 from desktop_api.service.open_sessions import AgentKey, OpenSessions
@@ -66,27 +68,77 @@ class EvidenceRouter:
         if event.call_id is not None:
             state = obs.state if isinstance(obs, CallStateChanged) else None
             calls.update(event.call_id, event.remote, state, source, self._monotonic())
+        guard = WriteGuard(agent=agent_key, evidence=event_digest(event))
+
+        async def attempt(guard: WriteGuard) -> tuple[Session, Session, Outcome] | None:
+            return await self._apply(agent_key, calls, event, guard)
+
         async with self._writer.lock(agent_key):
-            now = self._clock()
-            sessions = self._open.of_agent(agent_key)
-            target, changes = route(sessions, calls, event.call_id, self._monotonic())
-            outcomes = self._bindings(sessions, changes, calls, event, now)
-            if target is None:
-                await self._writer.commit_outcomes(list(outcomes.values()))
-                self._metrics.evidence_dropped.labels(source, "no_session").inc()
+            try:
+                applied = await self._writer.settle(agent_key, attempt, guard)
+            except EvidenceSeen:
+                # Another instance (sent the same capture) applied it already: what it wrote
+                # is the agent's state now.
+                self._metrics.evidence_dropped.labels(source, "already_applied").inc()
+                await self._writer.refresh_agent(agent_key)
                 return None
-            base = outcomes.get(target.id)
-            current = base.session if base else target
-            o = apply_evidence(current, event.evidence, now=now)
-            if base is not None:
-                o = Outcome(o.session, (*base.audit, *o.audit), True)
-            outcomes[target.id] = o
-            await self._writer.commit_outcomes(list(outcomes.values()))
+        if applied is None:
+            self._metrics.evidence_dropped.labels(source, "no_session").inc()
+            return None
+        target, current, o = applied
         self._metrics.evidence_applied.labels(source, type(obs).__name__).inc()
         if newly_transferred(current, o.session):
             self._metrics.transfers.labels("phone").inc()
         self._log(agent_key, target, event, o)
         return o.session
+
+    async def _apply(
+        self, agent_key: AgentKey, calls: PhoneCalls, event: PhoneEvent, guard: WriteGuard
+    ) -> tuple[Session, Session, Outcome] | None:
+        """Route and apply under the agent's lock; (target as it was, as it was before the
+        evidence itself, outcome), or None when no session takes the event."""
+        now = self._clock()
+        sessions = self._open.of_agent(agent_key)
+        bases = {s.id: s.version for s in sessions}
+        target, changes = route(sessions, calls, event.call_id, self._monotonic())
+        outcomes = self._bindings(sessions, changes, calls, event, now)
+        if target is None:
+            await self._writer.commit_outcomes(list(outcomes.values()), guard, bases)
+            return None
+        base = outcomes.get(target.id)
+        current = base.session if base else target
+        o = apply_evidence(current, event.evidence, now=now)
+        if base is not None:
+            o = Outcome(o.session, (*base.audit, *o.audit), True)
+        outcomes[target.id] = o
+        await self._writer.commit_outcomes(list(outcomes.values()), guard, bases)
+        return target, current, o
+
+    async def rebind(self, agent_key: AgentKey) -> None:
+        """Bind the agent's sessions to calls this instance's sources saw, when a session
+        another instance opened arrives here (that instance may not see the phone's calls)."""
+        agent = self._registry.agents.get(agent_key)
+        if agent is None:
+            return
+        calls = self._phone_calls.get((agent.account_id, phone_key(agent.phone.sip_uri)))
+        if calls is None or not calls.calls:
+            return
+
+        async def attempt(guard: WriteGuard) -> None:
+            sessions = self._open.of_agent(agent_key)
+            _, changes = route(sessions, calls, None, self._monotonic())
+            by_id = {s.id: s for s in sessions}
+            outcomes = []
+            for change in changes:
+                known = calls.calls.get(change.call_id) if change.call_id else None
+                state = known.state if known is not None else None
+                o = _bind(by_id[change.session_id], change, state, self._clock())
+                if o.changed:
+                    outcomes.append(o)
+            await self._writer.commit_outcomes(outcomes, guard, {s.id: s.version for s in sessions})
+
+        async with self._writer.lock(agent_key):
+            await self._writer.settle(agent_key, attempt, WriteGuard(agent=agent_key))
 
     def _bindings(
         self,
@@ -171,3 +223,9 @@ def _bind(session: Session, change: BindingChange, state: CallState | None, now:
         previous=change.previous,
         skipped=change.skipped,
     )
+
+
+def event_digest(event: PhoneEvent) -> str:
+    """The same event as another instance received it (a capture sent to two instances):
+    source, phone, call, number, account, the time the source stamped and the observation."""
+    return hashlib.blake2b(repr(event).encode(), digest_size=16).hexdigest()

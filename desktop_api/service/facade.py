@@ -17,6 +17,8 @@ for the same agent never race. The parts:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,8 @@ from bridge.model import Account, Action, Agent, CallState, Customer, Phone, Ses
 from bridge.store import Change, Store, TokenRecord
 from desktop_api.changes import ChangeHub
 from desktop_api.clock import utc_now
+from desktop_api.cluster.agent_lock import AgentLocks
+from desktop_api.cluster.follower import Follower
 from desktop_api.metrics import Metrics
 from desktop_api.service.commands import SessionCommands
 from desktop_api.service.evidence import EvidenceRouter
@@ -44,27 +48,52 @@ class BridgeService:
     """Accounts, agents, sessions and phone evidence, over a `Store`."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, *, clock: Callable[[], str] = utc_now
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], str] = utc_now,
+        shared_url: str | None = None,
+        instance: str = "",
+        poll_interval: float = 1.0,
     ) -> None:
+        """`shared_url`: the PostgreSQL store other instances share (None: this process is the
+        store's only writer, as with SQLite)."""
         self._hub = ChangeHub()
         self._db = StoreRunner(store)
         self._open = OpenSessions()
         self._writer = SessionWriter(self._db, self._open, self._hub, metrics, clock)
         self._registry = Registry(self._db, self._writer, clock)
         self._reads = Reads(self._db, self._registry, self._open)
-        self._feed = ChangeFeed(self._db, self._hub)
+        self._feed = ChangeFeed(self._db, self._hub, self._writer.order)
         self._evidence = EvidenceRouter(self._registry, self._open, self._writer, metrics, clock)
         self._commands = SessionCommands(
             self._registry, self._reads, self._writer, self._evidence, metrics, clock
         )
+        self.follower = Follower(
+            self._db,
+            self._writer,
+            self._registry,
+            self._evidence,
+            metrics,
+            listen_url=shared_url,
+            instance=instance,
+            poll_interval=poll_interval,
+        )
+        self._follow: asyncio.Task[None] | None = None
+        if shared_url is not None:
+            self._writer.agent_locks = AgentLocks(shared_url, instance)
 
     # --- life cycle ---
 
     async def start(self) -> None:
         """Load what the store holds; nothing is lost across a restart."""
         await self._registry.load()
-        await self._writer.load()
+        # Cursors before sessions: a change another instance commits in between is read from
+        # the feed afterwards (the cache keeps the newer version of a session it has).
         await self._feed.load()
+        await self._writer.load()
+        self._follow = asyncio.create_task(self.follower.run(), name="follower")
         log.info(
             "store_loaded",
             store=type(self._db.store).__name__,
@@ -76,6 +105,10 @@ class BridgeService:
     async def close(self) -> None:
         """Release waiters, finish queued writes and close the store."""
         self._hub.close()
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
         await self._db.close()
 
     @property
@@ -225,6 +258,10 @@ class BridgeService:
     async def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
         """The change feed after a cursor, from the store."""
         return await self._feed.changes_after(account_id, seq, limit)
+
+    async def catch_up(self, account_id: str) -> None:
+        """Pass on what other instances wrote to the account's feed, now (before a resume)."""
+        await self.follower.catch_up(account_id)
 
     async def first_change_seq(self, account_id: str) -> int:
         """The account's oldest cursor the change feed can still replay from (0: empty)."""

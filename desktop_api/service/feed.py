@@ -6,6 +6,7 @@ import structlog
 
 from bridge.store import Change
 from desktop_api.changes import ChangeHub
+from desktop_api.cluster.feed_order import FeedOrder
 from desktop_api.service.runner import StoreRunner
 
 log = structlog.get_logger("transfer_bridge.service")
@@ -14,13 +15,16 @@ log = structlog.get_logger("transfer_bridge.service")
 class ChangeFeed:
     """The store's side of the feed; `ChangeHub` is its live, in-process side."""
 
-    def __init__(self, db: StoreRunner, hub: ChangeHub) -> None:
+    def __init__(self, db: StoreRunner, hub: ChangeHub, order: FeedOrder) -> None:
         self._db = db
         self._hub = hub
+        self._order = order
 
     async def load(self) -> None:
         """Start the live side at each account's newest cursor (once, at start-up)."""
-        self._hub.last.update(await self._db.run(self._db.store.last_change_cursors))
+        cursors = await self._db.run(self._db.store.last_change_cursors)
+        self._hub.last.update(cursors)
+        self._order.start_at(cursors)
 
     async def changes_after(self, account_id: str, seq: int, limit: int) -> list[Change]:
         """The change feed after a cursor, from the store."""

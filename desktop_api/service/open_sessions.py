@@ -6,6 +6,7 @@ from bridge.model import Session, SessionStatus
 
 AgentKey = tuple[str, str]  # (account_id, agent_id)
 SessionKey = tuple[str, str]  # (account_id, session_id)
+ENDED_KEPT = 100_000  # ended session ids remembered against stale versions
 
 
 class OpenSessions:
@@ -15,6 +16,9 @@ class OpenSessions:
         self._by_key: dict[SessionKey, Session] = {}
         self._by_agent: dict[AgentKey, dict[str, Session]] = {}
         self._encoded: dict[SessionKey, tuple[int, bytes]] = {}
+        # Sessions seen ended (ids are never reused): an older version arriving later from
+        # another instance's feed must not bring one back. Bounded; the oldest go first.
+        self._ended: dict[SessionKey, None] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -40,17 +44,43 @@ class OpenSessions:
         ]
         return sorted(found, key=lambda s: (s.created_at, s.id))
 
-    def remember(self, session: Session) -> None:
-        """Take a committed version: kept while open, dropped (with its encoding) once ended."""
+    def remember(self, session: Session) -> bool:
+        """Take a committed version: kept while open, dropped (with its encoding) once ended.
+
+        A version older than the one held (another instance's change read late) is ignored;
+        returns whether the session was new here (not held, never seen ended)."""
         key = (session.account_id, session.id)
+        if key in self._ended:
+            return False
+        held = self._by_key.get(key)
+        if held is not None and held.version >= session.version:
+            return False
         by_agent = self._by_agent.setdefault((session.account_id, session.agent_id), {})
         if session.status is SessionStatus.ENDED:
-            self._by_key.pop(key, None)
-            self._encoded.pop(key, None)
-            by_agent.pop(session.id, None)
+            self._forget(key, by_agent)
         else:
             self._by_key[key] = session
             by_agent[session.id] = session
+        return held is None
+
+    def replace_agent(self, key: AgentKey, stored: list[Session]) -> None:
+        """The agent's open sessions as the store has them now (after losing a race to another
+        instance): newer versions are taken, sessions no longer open are dropped."""
+        by_agent = self._by_agent.setdefault(key, {})
+        still_open = {s.id for s in stored}
+        for session_id in [i for i in by_agent if i not in still_open]:
+            self._forget((key[0], session_id), by_agent)
+        for session in stored:
+            self.remember(session)
+
+    def _forget(self, key: SessionKey, by_agent: dict[str, Session]) -> None:
+        self._by_key.pop(key, None)
+        self._encoded.pop(key, None)
+        by_agent.pop(key[1], None)
+        self._ended[key] = None
+        if len(self._ended) > ENDED_KEPT:
+            for old in list(self._ended)[: ENDED_KEPT // 10]:
+                del self._ended[old]
 
     def encoded(self, session: Session) -> bytes | None:
         """The cached JSON of exactly this version of the session, if any."""

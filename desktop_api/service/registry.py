@@ -62,6 +62,24 @@ class Registry:
         for agent in await self._db.run(store.load_agents):
             self._remember_agent(agent)
 
+    async def reload(self) -> None:
+        """Take what other instances sharing the store changed: accounts, agents (their phones
+        go to the sources) and token revocations (the token cache is dropped)."""
+        store = self._db.store
+        accounts = await self._db.run(store.load_accounts)
+        agents = await self._db.run(store.load_agents)
+        for account in accounts:
+            self.accounts[account.id] = account
+        changed = False
+        for agent in agents:
+            if self.agents.get((agent.account_id, agent.id)) != agent:
+                self._remember_agent(agent)
+                changed = True
+        self._token_cache.clear()
+        if changed:
+            for callback in self.on_agents_changed:
+                callback()
+
     # --- accounts and tokens ---
 
     async def account_for_token(self, token: str) -> str | None:

@@ -73,9 +73,17 @@ MIGRATIONS: list[str] = [
         UNIQUE (account_id, cursor));
     CREATE TABLE account_cursors (account_id TEXT PRIMARY KEY, last BIGINT NOT NULL);
     """,
+    # 2: digests of applied phone evidence: an event two instances received (a HEP stream
+    # sent to both) is applied once; kept an hour, pruned with the change feed
+    """
+    CREATE TABLE evidence_seen (digest TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX evidence_seen_by_age ON evidence_seen (at);
+    """,
 ]
 
 MIGRATION_LOCK = 0x7472616E73666572  # pg_advisory_xact_lock key: "transfer" in ASCII
+LOCK_TIMEOUT_MS = 5000
+AGENT_LOCK_SEED = 0x6167656E74  # hashtextextended seed of per-agent write locks ("agent")
 
 
 class PostgresStore(SqlStore):
@@ -107,7 +115,12 @@ class PostgresStore(SqlStore):
             self._db = psycopg.connect(
                 self.url, connect_timeout=max(1, int(self._connect_timeout)), autocommit=False
             )
+            # A write waiting for another instance's lock on an agent gives up after this
+            # (503, retried by the client) rather than wait forever on a stuck peer.
+            self._db.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            self._db.commit()
         except psycopg.OperationalError as exc:
+            self._forget()
             raise StoreUnavailable(f"cannot reach the store at {self.where}") from exc
         return self._db
 
@@ -149,6 +162,17 @@ class PostgresStore(SqlStore):
             for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 db.execute(script)  # fixed DDL of this module, no parameters
                 db.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+
+    def _lock_agent(self, tx: Tx, account_id: str, agent_id: str) -> None:
+        # Held until COMMIT/ROLLBACK: two instances writing for one agent take turns, so rule 5
+        # and the evidence digests are checked against what the other one committed.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, ?))",
+            (f"{account_id}/{agent_id}", AGENT_LOCK_SEED),
+        )
+
+    def _notify(self, tx: Tx, channel: str, payload: str) -> None:
+        tx.execute("SELECT pg_notify(?, ?)", (channel, payload))
 
     def schema_version(self) -> int:
         """The migration the database is at."""

@@ -9,16 +9,26 @@ literal `?`). The schema and its migrations stay per engine.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from bridge.model import Account, Agent, Phone, Session
+from bridge.model import Account, Agent, Phone, Session, SessionStatus
 from bridge.session.view import session_from_record, session_record
-from bridge.store import Change, SessionWrite, StoreConflict, TokenRecord
+from bridge.store import (
+    AgentBlocked,
+    Change,
+    EvidenceSeen,
+    SessionWrite,
+    StoreConflict,
+    TokenRecord,
+    WriteGuard,
+)
 
 T = TypeVar("T")
 
 TOKEN_COLUMNS = "id, account_id, created_at, expires_at, revoked_at"
+EVIDENCE_KEPT_SECONDS = 3600.0  # how long an applied event's digest is remembered
 AUDIT_INSERT = (
     "INSERT INTO audit (account_id, session_id, version, at, kind, event, detail)"
     " VALUES (?,?,?,?,?,?,?)"
@@ -37,6 +47,10 @@ class Tx(Protocol):
 
     def execute(self, sql: str, args: Sequence[Any] = ...) -> Cursor: ...
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
+
+
+CHANGES_CHANNEL = "transfer_bridge_changes"  # payload: "<account id> <its newest cursor>"
+REGISTRY_CHANNEL = "transfer_bridge_registry"  # payload: the account whose agents/tokens changed
 
 
 def _json(value: Any) -> str:
@@ -59,6 +73,41 @@ class SqlStore:
     def _write(self, fn: Callable[[Tx], T]) -> T:
         raise NotImplementedError
 
+    # Engine hooks for several instances on one database (no-ops for a single-process engine).
+
+    def _lock_agent(self, tx: Tx, account_id: str, agent_id: str) -> None:
+        """Serialise writes for one agent across processes, until the transaction ends."""
+
+    def _notify(self, tx: Tx, channel: str, payload: str) -> None:
+        """Tell the other instances, at commit, that something changed."""
+
+    def _now(self) -> float:
+        return time.time()
+
+    def _guard(self, tx: Tx, guard: WriteGuard | None) -> None:
+        """The checks a write makes inside its transaction (see `WriteGuard`)."""
+        if guard is None:
+            return
+        if guard.agent is not None:
+            account_id, agent_id = guard.agent
+            if not guard.agent_locked:
+                self._lock_agent(tx, account_id, agent_id)
+            if guard.agent_free:
+                rows = tx.execute(
+                    "SELECT id FROM sessions WHERE account_id = ? AND agent_id = ? AND status = ?"
+                    " ORDER BY id",
+                    (account_id, agent_id, SessionStatus.CALL_TRANSFERRED.value),
+                ).fetchall()
+                if rows:
+                    raise AgentBlocked([r[0] for r in rows])
+        if guard.evidence is not None:
+            cur = tx.execute(
+                "INSERT INTO evidence_seen (digest, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (guard.evidence, self._now()),
+            )
+            if cur.rowcount != 1:
+                raise EvidenceSeen(guard.evidence)
+
     # --- loading at start-up ---
 
     def load_accounts(self) -> list[Account]:
@@ -75,20 +124,27 @@ class SqlStore:
 
     # --- accounts, tokens, agents ---
 
+    def _registry_write(self, account_id: str, sql: str, args: Sequence[Any]) -> None:
+        """One statement on accounts, agents or tokens; the other instances reload them."""
+
+        def run(tx: Tx) -> None:
+            tx.execute(sql, args)
+            self._notify(tx, REGISTRY_CHANNEL, account_id)
+
+        self._write(run)
+
     def create_account(self, account: Account) -> None:
-        self._write(
-            lambda tx: tx.execute(
-                "INSERT INTO accounts (id, name, transfer_enabled, created_at) VALUES (?,?,?,?)",
-                (account.id, account.name, account.transfer_enabled, account.created_at),
-            )
+        self._registry_write(
+            account.id,
+            "INSERT INTO accounts (id, name, transfer_enabled, created_at) VALUES (?,?,?,?)",
+            (account.id, account.name, account.transfer_enabled, account.created_at),
         )
 
     def update_account(self, account: Account) -> None:
-        self._write(
-            lambda tx: tx.execute(
-                "UPDATE accounts SET name = ?, transfer_enabled = ? WHERE id = ?",
-                (account.name, account.transfer_enabled, account.id),
-            )
+        self._registry_write(
+            account.id,
+            "UPDATE accounts SET name = ?, transfer_enabled = ? WHERE id = ?",
+            (account.name, account.transfer_enabled, account.id),
         )
 
     def add_token(self, token_hash: str, token: TokenRecord) -> None:
@@ -131,34 +187,37 @@ class SqlStore:
                 " WHERE account_id = ? AND id = ?",
                 (account_id, token_id),
             ).fetchall()
+            self._notify(tx, REGISTRY_CHANNEL, account_id)
             return (TokenRecord(*rows[0][:5]), rows[0][5]) if rows else None
 
         return self._write(run)
 
     def put_agent(self, agent: Agent, phone_key: str) -> None:
-        self._write(
-            lambda tx: tx.execute(
-                "INSERT INTO agents (account_id, id, name, phone, phone_key, updated_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (account_id, id) DO UPDATE SET"
-                " name = excluded.name, phone = excluded.phone, phone_key = excluded.phone_key,"
-                " updated_at = excluded.updated_at",
-                (
-                    agent.account_id,
-                    agent.id,
-                    agent.name,
-                    json.dumps(agent.phone.to_json()),
-                    phone_key,
-                    agent.updated_at,
-                ),
-            )
+        self._registry_write(
+            agent.account_id,
+            "INSERT INTO agents (account_id, id, name, phone, phone_key, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (account_id, id) DO UPDATE SET"
+            " name = excluded.name, phone = excluded.phone, phone_key = excluded.phone_key,"
+            " updated_at = excluded.updated_at",
+            (
+                agent.account_id,
+                agent.id,
+                agent.name,
+                json.dumps(agent.phone.to_json()),
+                phone_key,
+                agent.updated_at,
+            ),
         )
 
     # --- sessions, audit, change feed ---
 
-    def write_sessions(self, writes: Sequence[SessionWrite]) -> list[int]:
+    def write_sessions(
+        self, writes: Sequence[SessionWrite], guard: WriteGuard | None = None
+    ) -> list[int]:
         """All or nothing; returns each write's change cursor (its account's own count)."""
 
         def run(tx: Tx) -> list[int]:
+            self._guard(tx, guard)
             cursors = []
             for w in writes:
                 s = w.session
@@ -170,16 +229,20 @@ class SqlStore:
                         (s.account_id, s.id, s.agent_id, s.status.value, s.version,
                          s.created_at, body),
                     )  # fmt: skip
+                elif w.base is not None:
+                    cur = tx.execute(
+                        "UPDATE sessions SET status = ?, version = ?, body = ?"
+                        " WHERE account_id = ? AND id = ? AND version = ? AND version < ?",
+                        (s.status.value, s.version, body, s.account_id, s.id, w.base, s.version),
+                    )
                 else:
                     cur = tx.execute(
                         "UPDATE sessions SET status = ?, version = ?, body = ?"
                         " WHERE account_id = ? AND id = ? AND version < ?",
                         (s.status.value, s.version, body, s.account_id, s.id, s.version),
                     )
-                    if cur.rowcount != 1:
-                        raise StoreConflict(
-                            f"session {s.id} changed underneath version {s.version}"
-                        )
+                if not w.create and cur.rowcount != 1:
+                    raise StoreConflict(f"session {s.id} changed underneath version {s.version}")
                 if w.audit:
                     tx.executemany(AUDIT_INSERT, _audit_rows(s, w.audit))
                 # The account's own cursor (the row's lock serialises concurrent writers).
@@ -197,14 +260,35 @@ class SqlStore:
                     (s.account_id, s.id, s.version, body, cursor),
                 )
                 cursors.append(cursor)
+            newest: dict[str, int] = {}
+            for w, cursor in zip(writes, cursors, strict=True):
+                newest[w.session.account_id] = cursor
+            for account_id, cursor in sorted(newest.items()):
+                self._notify(tx, CHANGES_CHANNEL, f"{account_id} {cursor}")
             return cursors
 
         return self._write(run)
 
-    def append_audit(self, session: Session, audit: Sequence[Any]) -> None:
+    def append_audit(
+        self, session: Session, audit: Sequence[Any], guard: WriteGuard | None = None
+    ) -> None:
         """Audit lines for evidence that changed nothing (duplicates, evidence after the end)."""
-        if audit:
-            self._write(lambda tx: tx.executemany(AUDIT_INSERT, _audit_rows(session, audit)))
+        if not audit:
+            return
+
+        def run(tx: Tx) -> None:
+            self._guard(tx, guard)
+            tx.executemany(AUDIT_INSERT, _audit_rows(session, audit))
+
+        self._write(run)
+
+    def open_sessions_of_agent(self, account_id: str, agent_id: str) -> list[Session]:
+        """The agent's open sessions as stored (another instance may have changed them)."""
+        rows = self._read(
+            "SELECT body FROM sessions WHERE account_id = ? AND agent_id = ? AND status <> 'ended'",
+            (account_id, agent_id),
+        )
+        return [session_from_record(json.loads(r[0])) for r in rows]
 
     def get_session(self, account_id: str, session_id: str) -> Session | None:
         rows = self._read(
@@ -272,14 +356,19 @@ class SqlStore:
         return int(first) if first is not None else int(last) + 1
 
     def prune_changes(self, keep: int) -> int:
-        """Keep the newest `keep` change-feed entries (all accounts); the audit is never pruned."""
-        return self._write(
-            lambda tx: (
-                tx.execute(
-                    "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (keep,)
-                ).rowcount
+        """Keep the newest `keep` change-feed entries (all accounts), and the digests of phone
+        evidence applied within the last hour; the audit is never pruned."""
+
+        def run(tx: Tx) -> int:
+            tx.execute(
+                "DELETE FROM evidence_seen WHERE at < ?", (self._now() - EVIDENCE_KEPT_SECONDS,)
             )
-        )
+            dropped: int = tx.execute(
+                "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (keep,)
+            ).rowcount
+            return dropped
+
+        return self._write(run)
 
     def ping(self) -> None:
         self._read("SELECT 1")

@@ -73,6 +73,12 @@ MIGRATIONS: list[str] = [
     UPDATE account_tokens SET id = 'tok_' || substr(token_hash, 1, 16);
     CREATE UNIQUE INDEX account_tokens_by_id ON account_tokens (account_id, id);
     """,
+    # 3: digests of applied phone evidence (the same schema as PostgreSQL's, where several
+    # instances may receive one event; kept an hour, pruned with the change feed)
+    """
+    CREATE TABLE evidence_seen (digest TEXT PRIMARY KEY, at REAL NOT NULL);
+    CREATE INDEX evidence_seen_by_age ON evidence_seen (at);
+    """,
 ]
 
 

@@ -245,12 +245,14 @@ def validate_schema(doc: dict[str, Any], name: str, instance: Any) -> None:
 
 
 def evidence(
-    phone: str, observation: Any, call_id: str | None = None, remote: str | None = None
+    phone: str,
+    observation: Any,
+    call_id: str | None = None,
+    remote: str | None = None,
+    at: str = "2026-01-01T00:00:00.000Z",
 ) -> PhoneEvent:
-    """A phone event as a source would hand it to the service."""
-    return PhoneEvent(
-        phone, PhoneEvidence("hep", "2026-01-01T00:00:00.000Z", observation), call_id, remote
-    )
+    """A phone event as a source would hand it to the service (seen by the source at `at`)."""
+    return PhoneEvent(phone, PhoneEvidence("hep", at, observation), call_id, remote)
 
 
 Kind = tuple[int, str | None]  # (status, error code or None)

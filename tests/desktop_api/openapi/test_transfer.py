@@ -206,10 +206,16 @@ async def test_phone_evidence_binds_the_call_proves_the_transfer_and_outlasts_a_
         TransferRequested(TransferKind.ATTENDED, "1003"),
         TransferProgressed(ReferState.ACCEPTED, "SIP/2.0 202 Accepted"),
         TransferSucceeded("notify_2xx_consult_answered", "SIP/2.0 200 OK", CONSULT_REPLACED),
-        # a duplicate: audit only
-        TransferSucceeded("notify_2xx_consult_answered", "SIP/2.0 200 OK", CONSULT_REPLACED),
     ):
         await service.ingest(evidence(phone8, observation, "c-10"))
+    # the same report seen again later (a second NOTIFY): audit only
+    again = TransferSucceeded("notify_2xx_consult_answered", "SIP/2.0 200 OK", CONSULT_REPLACED)
+    await service.ingest(evidence(phone8, again, "c-10", at="2026-01-01T00:00:01.000Z"))
+    # the very same event twice (one capture sent to two instances): applied once, no trace
+    trail = await c.call(api, "GET", "/v1/sessions/s-10/audit", expect=200)
+    await service.ingest(evidence(phone8, again, "c-10", at="2026-01-01T00:00:01.000Z"))
+    again_trail = await c.call(api, "GET", "/v1/sessions/s-10/audit", expect=200)
+    assert again_trail.body["entries"] == trail.body["entries"]
     transfer = (await steps(c, api, "s-10", "deny"))["transfer"]
     assert transfer["state"] == "transferred" and transfer["confirmed_by"] == "phone"
     assert transfer["kind"] == "attended" and transfer["target"] == "1003"

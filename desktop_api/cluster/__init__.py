@@ -1,0 +1,1 @@
+"""Several bridge instances on one PostgreSQL store, acting as one service."""
