@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bridge.errors import BridgeError, InvalidInput, TransferNotAllowed
-from bridge.store import StoreUnavailable
+from bridge.store import StoreConflict, StoreUnavailable
 from desktop_api.keys import METRICS, SERVICE, SETTINGS
 from desktop_api.service import NotFound
 
@@ -174,6 +174,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except SlowBody:
         response = error_response(408, "request_timeout", "the request body came too slowly")
         response.force_close()
+    except StoreConflict:
+        # Another instance changed the same thing at the same moment and this request could not
+        # be applied on top (rare: a lost race is normally decided again). Nothing was stored.
+        response = error_response(
+            409, "conflict", "changed by another request at the same moment; retry"
+        )
     except StoreUnavailable:
         response = error_response(
             503, "store_unavailable", "the bridge's database does not answer; retry shortly"

@@ -113,10 +113,14 @@ class Registry:
     async def create_account(self, account_id: str, name: str, transfer_enabled: bool) -> Account:
         """Create a tenant; its id must be new."""
         account = Account(account_id, name, transfer_enabled, self._clock())
+        exists = TransferNotAllowed("already_exists", f"account {account_id!r} exists")
         async with self._account_lock(account_id):
             if account_id in self.accounts:
-                raise TransferNotAllowed("already_exists", f"account {account_id!r} exists")
-            await self._db.run(self._db.store.create_account, account)
+                raise exists
+            try:
+                await self._db.run(self._db.store.create_account, account)
+            except StoreConflict as exc:  # another instance created it a moment ago
+                raise exists from exc
             self.accounts[account_id] = account
         log.info("account_created", account_id=account_id, transfer_enabled=transfer_enabled)
         return account
