@@ -125,6 +125,7 @@ class AmiClient:
     def start(self) -> None:
         """Start connecting in a background task (needs a running loop); idempotent."""
         if self._task is None:
+            self._health.starting()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"ami-{self.name}"
             )
@@ -143,6 +144,8 @@ class AmiClient:
                 raise
         except Exception:
             log.exception("ami_client_error", source=self.name)
+        finally:
+            self._health.stopped()
         log.info("ami_closed", source=self.name)
 
     async def wait_connected(self, within: float) -> bool:

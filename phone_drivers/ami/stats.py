@@ -16,6 +16,7 @@ class AmiStatus(StrEnum):
     CONNECTING = "connecting"  # no attempt has failed yet (start-up)
     CONNECTED = "connected"  # logged in, events flowing
     FAILING = "failing"  # the last attempt failed or the link dropped; retrying with back-off
+    STOPPED = "stopped"  # closed by its owner (not connecting until started again)
 
 
 class FailureReason(StrEnum):
@@ -102,6 +103,16 @@ class AmiHealth:
     def connected(self) -> None:
         """Logged in."""
         self._move(AmiStatus.CONNECTED)
+        self.reason = self.error = self.retry_in = None
+
+    def starting(self) -> None:
+        """Started (again): connecting, no attempt failed yet."""
+        self._move(AmiStatus.CONNECTING)
+        self.reason = self.error = self.retry_in = None
+
+    def stopped(self) -> None:
+        """Closed: no connection, none being tried."""
+        self._move(AmiStatus.STOPPED)
         self.reason = self.error = self.retry_in = None
 
     def failing(self, reason: FailureReason, detail: str, retry_in: float) -> None:
