@@ -14,11 +14,13 @@ import structlog
 import yaml
 from aiohttp import web
 
-from desktop_api.config import Settings
+from desktop_api.cluster.lease import LeaseKeeper
+from desktop_api.config import Settings, default_instance
 from desktop_api.keys import (
     DEVICE_HUB,
     EVIDENCE,
     HEALTH,
+    LEASES,
     METRICS,
     OPENAPI,
     SERVICE,
@@ -35,7 +37,7 @@ from desktop_api.service import BridgeService
 from desktop_api.sources import running_sources
 from desktop_api.sources.deskphone import DeviceCollector, DeviceHub
 from desktop_api.sources.pump import EvidencePump
-from desktop_api.storage import open_store
+from desktop_api.storage import POSTGRES_SCHEMES, open_store
 
 log = structlog.get_logger("transfer_bridge.app")
 
@@ -87,18 +89,37 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     lag_task = asyncio.create_task(lag.run(), name="loop-lag")
     prune_task = asyncio.create_task(_prune_changes(service, settings.keep_changes))
     pump = app[EVIDENCE] = EvidencePump(service.ingest)
+    leases = app[LEASES] = _lease_keeper(settings)
+    if leases is not None:
+        app[METRICS].registry.register(leases)
     async with running_sources(
-        settings.sources, pump, service.agents.values(), app[HEALTH], app[METRICS].registry
+        settings.sources,
+        pump,
+        service.agents.values(),
+        app[HEALTH],
+        app[METRICS].registry,
+        leases,
     ) as sources:
         app[SOURCES] = sources
         service.on_agents_changed.append(lambda: sources.sync_phones(service.agents.values()))
         yield
+    if leases is not None:
+        app[METRICS].registry.unregister(leases)
     for task in (lag_task, prune_task):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await service.close()
     log.info("bridge_stopped")
+
+
+def _lease_keeper(settings: Settings) -> LeaseKeeper | None:
+    """On PostgreSQL, the leases of this instance (several instances may share the store);
+    on SQLite none (one instance per file)."""
+    if not settings.store_url.startswith(POSTGRES_SCHEMES):
+        return None
+    instance = settings.instance or default_instance()
+    return LeaseKeeper(settings.store_url, instance, settings.lease_retry)
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -117,6 +138,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[OPENAPI] = load_openapi()
     app[HEALTH] = {}
+    app[LEASES] = None
     app[SSE_SNAPSHOTS] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.on_shutdown.append(_on_shutdown)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from desktop_api.keys import HEALTH, METRICS, OPENAPI, SERVICE
+from desktop_api.config import default_instance
+from desktop_api.keys import HEALTH, LEASES, METRICS, OPENAPI, SERVICE, SETTINGS
+from desktop_api.storage import POSTGRES_SCHEMES
 
 routes = web.RouteTableDef()
 
@@ -26,8 +30,22 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok" if ok else "degraded",
         "store": "ok" if store_ok else "failing",
         "sources": sources,
+        "cluster": _cluster(request.app),
     }
     return web.json_response(body, status=200 if ok else 503)
+
+
+def _cluster(app: web.Application) -> dict[str, Any]:
+    """This instance's name, the store kind, and who holds each of its source leases (as the
+    database said at the last lease check; holder None while this instance cannot ask)."""
+    settings = app[SETTINGS]
+    leases = app.get(LEASES)
+    postgres = settings.store_url.startswith(POSTGRES_SCHEMES)
+    return {
+        "instance": leases.instance if leases else settings.instance or default_instance(),
+        "store": "postgresql" if postgres else "sqlite",
+        "leases": leases.holders() if leases else {},
+    }
 
 
 @routes.get("/openapi.json")
