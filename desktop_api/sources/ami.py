@@ -42,6 +42,8 @@ class AmiSource:
             events = tracker.feed(event, received_at)
             if events:
                 put(events)
+            if event.name == "CoreShowChannelsComplete":  # the calls already up are known
+                log.info("ami_resynced", source=self.name, legs=tracker.stats.legs)
 
         self.client = AmiClient(
             self.name,

@@ -78,6 +78,16 @@ def bridge_config(
     return "\n".join(parts)
 
 
+def cluster_config(
+    pbx: RunningAsterisk, port: int, store_url: str, instance: str, lease_retry: float = 1.0
+) -> str:
+    """One instance of several on one PostgreSQL database (`store_url`): the rig's AMI only
+    (it is leased: one instance logs in at a time), as instance `instance`."""
+    config = bridge_config(pbx, port, hep=False, ami=True)
+    config = config.replace('url = "sqlite:///var/bridge.db"', f'url = "{store_url}"')
+    return config + f'\n[cluster]\ninstance = "{instance}"\nlease_retry = {lease_retry}\n'
+
+
 def _spawn(config: Path, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import BridgeProcess, bridge_config, free_tcp_port
+from tests.integration.bridge_process import BridgeProcess, cluster_config, free_tcp_port
 from tests.integration.desk import (
     Rig,
     audit,
@@ -42,14 +42,6 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
 
 LEASE = "ami:pbx-ami"
 LEASE_RETRY = 1.0  # the default
-
-
-def cluster_config(pbx: RunningAsterisk, port: int, store_url: str, instance: str) -> str:
-    """The rig's AMI-only configuration on the shared database, as instance `instance`."""
-    config = bridge_config(pbx, port, hep=False, ami=True)
-    config = config.replace('url = "sqlite:///var/bridge.db"', f'url = "{store_url}"')
-    assert store_url in config
-    return config + f'\n[cluster]\ninstance = "{instance}"\nlease_retry = {LEASE_RETRY}\n'
 
 
 async def health(http: aiohttp.ClientSession, bridge: BridgeProcess) -> dict[str, Any]:
@@ -81,7 +73,9 @@ async def pair(pbx: RunningAsterisk, pg_cluster: Cluster, tmp_path: Path) -> Asy
         folder = tmp_path / name
         folder.mkdir()
         port = free_tcp_port()
-        bridges.append(BridgeProcess(folder, cluster_config(pbx, port, store_url, name), port))
+        bridges.append(
+            BridgeProcess(folder, cluster_config(pbx, port, store_url, name, LEASE_RETRY), port)
+        )
     a, b = bridges
     async with (
         aiohttp.ClientSession() as http,
