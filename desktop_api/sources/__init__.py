@@ -6,7 +6,7 @@ One module per source, the same name as its pure core in `bridge/` and its socke
 :class:`~desktop_api.sources.pump.EvidencePump`, which applies it in order.
 
 On a PostgreSQL store several instances may run the same configuration: the sources that must
-run once (AMI: one login per PBX) are *leased*
+run once (AMI: one login per PBX; dialog-info: one subscriber per line) are *leased*
 (`desktop_api/cluster/lease.py`): each runs only while its instance holds the lease
 `<kind>:<name>`, and is stopped the moment the lease is lost. HEP sources are not leased (each
 instance receives what is sent to it).
@@ -31,7 +31,7 @@ from desktop_api.sources.pump import EvidencePump
 
 __all__ = ["LEASED_KINDS", "RunningSources", "Source", "running_sources"]
 
-LEASED_KINDS = ("ami",)  # sources that must run on one instance at a time
+LEASED_KINDS = ("ami", "dialog")  # sources that must run on one instance at a time
 
 
 class Source(Protocol):
@@ -87,8 +87,8 @@ async def running_sources(
 ) -> AsyncIterator[RunningSources]:
     """Start every configured source and the pump; a source that cannot start is reported in
     /healthz, never fatal. Each starts watching `agents`' phones; when agents change, call
-    `RunningSources.sync_phones`. With `leases` (a PostgreSQL store), AMI sources start only
-    while this instance holds their lease."""
+    `RunningSources.sync_phones`. With `leases` (a PostgreSQL store), AMI and dialog-info
+    sources start only while this instance holds their lease."""
     sources = RunningSources(
         pump,
         [hep.HepSource(i, e, pump) for i, e in enumerate(config.get("hep", []))],

@@ -152,7 +152,8 @@ class DialogClient:
         self._resync()
 
     async def close(self) -> None:
-        """Unsubscribe everything (best effort), close the socket, stop the timers."""
+        """Unsubscribe everything (best effort), close the socket, stop the timers; `start()`
+        may be called again."""
         now = self._clock()
         for watched in self.watched.values():
             self._send(watched.subscription.stop(now))
@@ -163,6 +164,11 @@ class DialogClient:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        # Started again later (a lease taken back), every line is subscribed afresh.
+        self._task = None
+        self.watched.clear()
+        self._index()
+        self.error = None
 
     def set_phones(self, phones: dict[str, str]) -> None:
         """Watch exactly these extensions (`exten -> the agent's phone URI`)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -293,3 +295,75 @@ async def test_on_sqlite_nothing_is_leased(tmp_path: Path) -> None:
             h = await wait_health(http, bridge, ami_up)
             assert "lease" not in h["sources"]["pbx-ami"]
             assert h["cluster"] == {"instance": "solo", "store": "sqlite", "leases": {}}
+
+
+class UdpPbx:
+    """A PBX that only listens: who sent a SUBSCRIBE (and with which Expires)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = int(self.sock.getsockname()[1])
+        self.subscribes: list[tuple[tuple[str, int], str]] = []  # (from, Expires)
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._read)
+
+    def _read(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data, addr = self.sock.recvfrom(65535)
+                text = data.decode(errors="replace")
+                if text.startswith("SUBSCRIBE "):
+                    expires = re.search(r"^Expires:\s*(\d+)", text, re.M | re.I)
+                    self.subscribes.append((addr, expires.group(1) if expires else "?"))
+
+    def senders(self) -> set[tuple[str, int]]:
+        return {addr for addr, _ in self.subscribes}
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def dialog_settings(tmp_path: Path, store_url: str, instance: str, port: int) -> Settings:
+    entry = {"name": "pbx-dialog", "pbx": f"127.0.0.1:{port}", "listen": "127.0.0.1:0",
+             "username": "watcher", "password": "dialog-pw", "extensions": ["1001"]}  # fmt: skip
+    return replace(ami_settings(tmp_path, store_url, instance, 0), sources={"dialog": [entry]})
+
+
+async def test_a_leased_dialog_source_subscribes_from_one_instance_at_a_time(
+    tmp_path: Path, db_url: str
+) -> None:
+    pbx = UdpPbx()
+    try:
+        async with aiohttp.ClientSession() as http:
+            a_ctx = running_bridge(dialog_settings(tmp_path / "a", db_url, "a", pbx.port))
+            a = await a_ctx.__aenter__()
+            try:
+                await until(lambda: len(pbx.subscribes) >= 1, 5)
+                (from_a,) = pbx.senders()
+                async with running_bridge(
+                    dialog_settings(tmp_path / "b", db_url, "b", pbx.port)
+                ) as b:
+                    await asyncio.sleep(3 * RETRY)
+                    assert pbx.senders() == {from_a}, "the standby subscribed too"
+                    hb = await health(http, b)
+                    assert hb["sources"]["pbx-dialog"]["lease"] == "standby"
+                    assert hb["sources"]["pbx-dialog"]["status"] == "standby"
+                    assert hb["cluster"]["leases"] == {
+                        "dialog:pbx-dialog": {"holder": "a", "mine": False}
+                    }
+                    ha = await health(http, a)
+                    assert ha["sources"]["pbx-dialog"]["lease"] == "held"
+
+                    await a_ctx.__aexit__(None, None, None)  # a stops its subscriber, lets go
+                    a_ctx = None
+                    await until(lambda: len(pbx.senders()) == 2, 2 * RETRY + 1)
+                    hb = await health(http, b)
+                    assert hb["sources"]["pbx-dialog"]["lease"] == "held"
+                    assert hb["cluster"]["leases"]["dialog:pbx-dialog"]["holder"] == "b"
+            finally:
+                if a_ctx is not None:
+                    await a_ctx.__aexit__(None, None, None)
+    finally:
+        pbx.close()

@@ -113,3 +113,29 @@ async def test_garbage_and_strangers_are_counted_and_change_nothing(pbx: Running
         assert answer.startswith(b"SIP/2.0 481"), answer
         await asyncio.sleep(0.2)
         assert client.health()["status"] == "subscribed" and got == []
+
+
+async def test_closed_and_started_again_it_subscribes_every_line_afresh(
+    pbx: RunningAsterisk, tmp_path: Any
+) -> None:
+    """What a lease lost and taken back does to a dialog source (desktop_api/cluster/lease.py):
+    the same client, closed, then started again, watches every line again."""
+    got: list[PhoneEvent] = []
+    async with watching(pbx, got) as client:
+        await until(lambda: client.health()["status"] == "subscribed")
+        await client.close()
+        assert client.watched == {}
+        await client.start()
+        await until(lambda: client.health()["status"] == "subscribed")
+        assert client.health()["subscribed"] == "2/2"
+        phones_ports = {k: pbx.phone_ports[k] for k in ("1001", "2000")}
+        async with running_phones(phones_ports, pbx.sip, tmp_path / "phones") as phones:
+            since = len(phones.events)
+            call = await phones.call("2000", "1001")
+            await phones.wait_state("1001", "INCOMING", since=since)
+            await until(
+                lambda: any(
+                    e.evidence.observation == CallStateChanged(CallState.RINGING) for e in got
+                )
+            )
+            await phones.hangup("2000", call["ref"])
