@@ -119,6 +119,7 @@ class LeaseKeeper(Collector):
         self.error: str | None = None  # why the lease connection is down, when it is
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Future[None]] = set()  # checks cut off by the time-out
 
     def add(self, name: str, on_acquired: Hook, on_lost: Hook) -> Lease:
         """A lease to take; call before `start()`."""
@@ -139,6 +140,10 @@ class LeaseKeeper(Collector):
                 await task
         await self._lose_all("closed")
         await self._disconnect()
+        for check in list(self._abandoned):
+            check.cancel()
+        if self._abandoned:
+            await asyncio.wait(self._abandoned, timeout=1)
 
     def holders(self) -> dict[str, dict[str, Any]]:
         """What /healthz shows: `{lease: {"holder": instance or None, "mine": bool}}`, as the
@@ -191,7 +196,11 @@ class LeaseKeeper(Collector):
         self._conn = conn
         # A check answers within `retry` or the connection is taken as lost; the server probes
         # the connection when it goes quiet, so a holder cut off loses its locks in seconds.
-        idle = max(1, math.ceil(2 * self.retry))
+        # A holder cut off stops its sources at most 2 x retry + 1 s after the cut (a wait on
+        # the socket, then a check that times out); the server frees its locks no sooner than
+        # idle - retry + 3 s after it (the last packet it got, then three unanswered probes a
+        # second apart): idle = 3 x retry + 2 keeps the holder's stop about 4 s ahead.
+        idle = math.ceil(3 * self.retry) + 2
         await conn.execute(
             f"SET statement_timeout = {max(100, int(self.retry * 1000))};"
             f" SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = 1;"
@@ -201,9 +210,32 @@ class LeaseKeeper(Collector):
             log.info("lease_connected", store=self.where, instance=self.instance)
         self.connected, self.error = True, None
         while True:
-            async with asyncio.timeout(self.retry + 1):
-                await self._check(conn)
+            await self._check_within(conn, self.retry + 1)
             await self._watch(conn)
+
+    async def _check_within(self, conn: psycopg.AsyncConnection[Any], limit: float) -> None:
+        """`_check`, or, when the server does not answer within `limit` (a network cut), stop
+        every held lease's source *first*: cancelling the query can take psycopg seconds more
+        (it asks the server to cancel it over a new connection), and the server may free the
+        locks meanwhile."""
+        check = asyncio.ensure_future(self._check(conn))
+        try:
+            done, _ = await asyncio.wait({check}, timeout=limit)
+        except asyncio.CancelledError:
+            check.cancel()
+            raise
+        if not done:
+            await self._lose_all(f"no answer within {limit:g} s")
+            check.cancel()
+            self._abandoned.add(check)  # let psycopg finish cancelling in the background
+            check.add_done_callback(self._forget_abandoned)
+            raise TimeoutError(f"no answer within {limit:g} s")
+        check.result()
+
+    def _forget_abandoned(self, task: asyncio.Future[None]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the connection is gone anyway
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Try each lease not held; read who holds what."""
@@ -238,7 +270,10 @@ class LeaseKeeper(Collector):
     async def _lose(self, lease: Lease, why: str) -> None:
         lease.held = False
         lease.holder = None
-        log.warning("lease_lost", lease=lease.name, instance=self.instance, reason=why)
+        if why == "closed":
+            log.info("lease_released", lease=lease.name, instance=self.instance)
+        else:
+            log.warning("lease_lost", lease=lease.name, instance=self.instance, reason=why)
         try:
             await lease.on_lost()
         except Exception:
@@ -260,6 +295,6 @@ def _describe(exc: BaseException) -> str:
     """A short reason for logs and health, without the URL (libpq names host and user only,
     never the password; the first line is enough)."""
     if isinstance(exc, TimeoutError):
-        return f"no answer within the check time-out ({type(exc).__name__})"
+        return f"TimeoutError: {exc}" if str(exc) else "TimeoutError: no answer in time"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

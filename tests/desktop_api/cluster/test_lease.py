@@ -367,3 +367,80 @@ async def test_a_leased_dialog_source_subscribes_from_one_instance_at_a_time(
                     await a_ctx.__aexit__(None, None, None)
     finally:
         pbx.close()
+
+
+class FreezingProxy:
+    """A TCP relay to the database that can go silent (a network cut: nothing passes, no
+    connection is closed) and later drop its connections (what the server does once its
+    keepalive probes go unanswered)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = 0
+        self.frozen = asyncio.Event()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> FreezingProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.drop()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def drop(self) -> None:
+        for w in self._writers:
+            w.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if self.frozen.is_set():
+                        await asyncio.Event().wait()  # swallowed, and nothing more passes
+                    dst.write(data)
+            dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_a_holder_cut_off_from_the_database_stops_its_source_before_the_lock_is_freed(
+    pg_cluster: Cluster, db_url: str
+) -> None:
+    async with FreezingProxy(pg_cluster.port) as proxy:
+        via_proxy = db_url.replace(f":{pg_cluster.port}/", f":{proxy.port}/")
+        a_source, b_source = FakeSource(), FakeSource()
+        a = LeaseKeeper(via_proxy, "a", RETRY)
+        a.add(NAME, a_source.start, a_source.stop)
+        b = LeaseKeeper(db_url, "b", RETRY)
+        b.add(NAME, b_source.start, b_source.stop)
+        try:
+            a.start()
+            await until(lambda: a_source.running, 5)
+            b.start()
+            await until(lambda: b.connected, 5)
+            cut = time.monotonic()
+            proxy.frozen.set()
+            # a hears nothing back: it stops its source within about two checks ...
+            stopped = await until(lambda: not a_source.running, 2 * RETRY + 2)
+            assert a.error and "no answer" in a.error, a.error
+            # ... while the server still holds a's lock (its end of the connection is alive):
+            # nobody runs the source, rather than two at once
+            await asyncio.sleep(3 * RETRY)
+            assert not b_source.running
+            assert await asyncio.to_thread(server_holder, db_url) == "transfer-bridge a"
+            # the server gives up on the connection (here: the relay drops it): b takes over
+            proxy.drop()
+            await until(lambda: b_source.running, 2 * RETRY + 1)
+            print(f"cut off: the holder stopped its source {stopped * 1000:.0f} ms after the cut"
+                  f" ({time.monotonic() - cut:.1f} s to b's takeover)")  # fmt: skip
+        finally:
+            await a.close()
+            await b.close()
