@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -106,14 +105,12 @@ class LeaseKeeper(Collector):
         retry: float,
         *,
         connect_timeout: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.where = redacted_url(url)
         self.instance = instance
         self.retry = retry
         self._connect_timeout = connect_timeout
-        self._clock = clock
         self.leases: dict[str, Lease] = {}
         self.connected = False
         self.error: str | None = None  # why the lease connection is down, when it is
@@ -194,12 +191,12 @@ class LeaseKeeper(Collector):
                 connect_timeout=max(2, math.ceil(self._connect_timeout)),
             )
         self._conn = conn
-        # A check answers within `retry` or the connection is taken as lost; the server probes
-        # the connection when it goes quiet, so a holder cut off loses its locks in seconds.
-        # A holder cut off stops its sources at most 2 x retry + 1 s after the cut (a wait on
-        # the socket, then a check that times out); the server frees its locks no sooner than
-        # idle - retry + 3 s after it (the last packet it got, then three unanswered probes a
-        # second apart): idle = 3 x retry + 2 keeps the holder's stop about 4 s ahead.
+        # The server answers a check within `retry` or cancels it. It probes the connection
+        # once it goes quiet, so a holder cut off by the network loses its locks in seconds,
+        # but only after it stopped its sources: that takes at most 2 x retry + 1 s from the cut
+        # (a wait on the socket, then a check that times out), while the server frees the locks
+        # no sooner than idle - retry + 3 s after it (the last packet it got, then three
+        # unanswered probes a second apart). idle = 3 x retry + 2 keeps the stop 4 s ahead.
         idle = math.ceil(3 * self.retry) + 2
         await conn.execute(
             f"SET statement_timeout = {max(100, int(self.retry * 1000))};"

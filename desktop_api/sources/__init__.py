@@ -116,8 +116,7 @@ async def running_sources(
         if leases is not None:
             await leases.close()  # stops the sources it holds, then lets the leases go
         for source in sources.all():
-            if source.name not in leased:
-                await source.close()
+            await source.close()  # idempotent: a leased source already stopped stays so
         await pump.drain()
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -685,3 +685,17 @@ async def test_asterisk_refuses_a_wrong_secret_and_the_client_keeps_retrying(
     out, err = capfd.readouterr()
     for text in (repr(logs), caplog.text, out, err):
         assert wrong not in text and pbx.ami_secret not in text
+
+
+async def test_closed_it_says_stopped_and_started_again_it_logs_in_again() -> None:
+    """What a lease lost and taken back does to an AMI source (desktop_api/cluster/lease.py)."""
+    async with ScriptedPeer(logged_in_then_serve) as pbx:
+        client = make_client(pbx.port)
+        async with started(client):
+            await wait_until(lambda: client.connected, 5, what="logged in")
+        assert client.health["status"] == "stopped" and not client.connected
+        async with started(client):
+            assert client.health["status"] == "connecting"
+            await wait_until(lambda: client.connected, 5, what="logged in again")
+        assert pbx.connections == 2 and client.stats.connects == 2
+        assert_no_ami_tasks()
