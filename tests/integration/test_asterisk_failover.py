@@ -5,7 +5,10 @@ still ends `transferred` only when a person at the target has the customer.
 Both processes run the same configuration (the rig's AMI, one database on the test PostgreSQL,
 no HEP) but for `cluster.instance` and the HTTP port. The instance started first holds
 `ami:pbx-ami`; the desktop talks to the other one (the survivor) all along, as a load balancer
-would once the first one is gone.
+would once the first one is gone. Until the kill, what the holder's AMI sees of the consult is
+written to the session the desktop opened on the survivor, which shows it (its feed follower);
+after the kill the survivor logs in, rebuilds the calls from `CoreShowChannels`, and judges the
+transfer itself.
 """
 
 from __future__ import annotations
@@ -163,10 +166,15 @@ async def test_holder_killed_during_an_answered_consult_the_survivor_proves_the_
     try:
         customer_ref, agent_ref = await customer_on_the_agent(rig, sid)
         consult_ref = await consult(rig, "1001", agent_ref, "1002")  # 1002 answers the consult
-        await asyncio.sleep(0.5)  # the consult is up when the holder dies
+        # the holder saw the consult on the AMI and wrote it to the session the desktop opened
+        # on the survivor, which shows it (its feed follower)
+        views: list[tuple[float, dict[str, Any]]] = []
+        s = await poll_until(
+            rig, sid, lambda s: s["transfer"]["phone"]["consult"] == "answered", 10, views
+        )
+        assert s["call"]["state"] == "on_hold", s
         took = await kill_holder_and_wait_for_takeover(pair)
         assert took < 3 * LEASE_RETRY + 3
-        views: list[tuple[float, dict[str, Any]]] = []
         await click(rig, sid, "next")
         await asyncio.sleep(0.5)
         await phones.attended_transfer("1001", agent_ref, consult_ref)
@@ -181,6 +189,7 @@ async def test_holder_killed_during_an_answered_consult_the_survivor_proves_the_
         entries = await audit(rig, sid)
         proof = [e for e in entries if e["event"] == "transfer_succeeded"]
         assert proof and proof[0]["detail"]["source"] == "pbx-ami", entries
+        assert "transferred" not in [v["transfer"]["state"] for _, v in views[:-1]]
     finally:
         await clean_up_case(phones, [rig], sid, "2000", "1001", "1002")
 
@@ -197,6 +206,10 @@ async def test_holder_killed_during_a_ringing_consult_nobody_answers_not_transfe
         await phones.hold("1001", agent_ref)
         consult_call = await phones.call("1001", "1102")  # 1002 with an 8 s ring time-out
         await phones.wait_state("1001", "EARLY", ref=consult_call["ref"], since=since)
+        views: list[tuple[float, dict[str, Any]]] = []
+        await poll_until(  # written by the holder, shown by the survivor
+            rig, sid, lambda s: s["transfer"]["phone"]["consult"] == "ringing", 10, views
+        )
         took = await kill_holder_and_wait_for_takeover(pair)
         assert took < 3 * LEASE_RETRY + 3
         await click(rig, sid, "next")
@@ -207,7 +220,6 @@ async def test_holder_killed_during_a_ringing_consult_nobody_answers_not_transfe
             return bool(e.get("ev") == "call_state" and e.get("phone") == "1002"
                         and e.get("state") == "DISCONNECTED")  # fmt: skip
 
-        views: list[tuple[float, dict[str, Any]]] = []
         waiter = asyncio.create_task(phones.wait_for(gave_up, 20, since=since))
         while not waiter.done():
             r = await rig.api.get(f"/v1/sessions/{sid}")
