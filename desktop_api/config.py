@@ -14,6 +14,8 @@ from typing import Any
 from bridge.model import ID_PATTERN
 from desktop_api.storage import redacted_url
 
+INSTANCE_MAX = 40  # characters of [cluster] instance
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {
         "listen": "127.0.0.1:8080",
@@ -206,8 +208,10 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
     deskphones = _deskphones(merged["deskphones"])
     cluster = merged["cluster"]
     instance = str(cluster["instance"]).strip() or default_instance()
-    if len(instance) > 63 or not instance.isprintable():
-        raise ConfigError("cluster.instance: at most 63 printable characters")
+    # PostgreSQL keeps 63 bytes of a connection's application_name, which names the instance
+    # ("transfer-bridge <instance> feed") to the others: ASCII, short enough to fit whole.
+    if len(instance) > INSTANCE_MAX or not (instance.isascii() and instance.isprintable()):
+        raise ConfigError(f"cluster.instance: at most {INSTANCE_MAX} printable ASCII characters")
     for key in ("poll_interval", "lease_retry"):
         if not 0.05 <= float(cluster[key]) <= 60:
             raise ConfigError(f"cluster.{key}: expected 0.05-60 seconds")
@@ -233,7 +237,8 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
 
 def default_instance() -> str:
     """`host:pid`: unique among the instances of one database unless set."""
-    return f"{socket.gethostname()[:50]}:{os.getpid()}"
+    host = socket.gethostname().encode("ascii", "replace").decode()[: INSTANCE_MAX - 8]
+    return f"{host}:{os.getpid()}"
 
 
 def _deskphones(values: dict[str, Any]) -> DeskphoneSettings:
