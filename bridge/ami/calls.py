@@ -337,12 +337,13 @@ class AmiCallTracker:
     # --- resync after (re)connecting: the answer to `Action: CoreShowChannels` ------------------
 
     def _show_channel(self, event: AmiEvent) -> None:
-        if self.phones.phone_of(event.get("Channel") or "") is not None:
-            self._resync.rows.append(event)
+        watched = self.phones.phone_of(event.get("Channel") or "") is not None
+        self._resync.listed(event, watched)
 
     def _show_complete(self, event: AmiEvent) -> None:
         """Rebuild the calls already up when we connected (`rebuild_legs`), then replay."""
-        rebuild_legs(self._resync.take_rows(), self.phones, self.legs, self.call_id_variable)
+        rows, dialled = self._resync.take_rows()
+        rebuild_legs(rows, self.phones, self.legs, self.call_id_variable, dialled)
         self.stats.legs = len(self.legs)
         released = self._release()
         self.stats.evidence -= len(released)  # counted by the replay already

@@ -232,17 +232,12 @@ async def test_holder_killed_during_a_ringing_consult_nobody_answers_not_transfe
         shown = [v["transfer"]["state"] for _, v in views]
         assert "transferred" not in shown, shown
         s = views[-1][1]
-        # The PBX's "success" at the REFER is not proof; nobody answered, so the session is
-        # either failed with the target's reason or still waits for the agent's Yes/No.
-        # (After a takeover the survivor knows the ringing target leg only from the channel
-        # list, without the Dial that linked it to the consult: AMI may not conclude
-        # target_no_answer here; see docs/configuration.md, "Leases".)
+        # The PBX's "success" at the REFER is not proof; nobody answered, so the session failed
+        # with the target's reason. The survivor never saw the consult's Dial: it knows the
+        # ringing target channel from the channel list (same Linkedid as the consult).
         t = s["transfer"]
         assert t["phone"]["proof"] == "pbx_reported", t
-        if t["state"] == "failed":
-            assert t["phone"]["failure"] == "target_no_answer", t
-        else:
-            assert t["state"] == "confirming" and t["confirmed_by"] is None, t
+        assert t["state"] == "failed" and t["phone"]["failure"] == "target_no_answer", t
         print(f"unanswered after failover: {t['state']}, proof {t['phone']['proof']}")
     finally:
         await clean_up_case(phones, [rig], sid, "2000", "1001", "1002")

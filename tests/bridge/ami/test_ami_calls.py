@@ -527,6 +527,55 @@ class TestResync:
         ]
         assert tracker.legs["1795613972.10"].role == "consult"
 
+    def test_a_ringing_consult_listed_is_settled_by_its_target_after_a_semi_attended_transfer(
+        self,
+    ) -> None:
+        """Taken over mid-consult (another instance held the AMI): the list shows the agent
+        dialling 1102 and 1102's channel ringing, tied by `Linkedid`. The agent hands the
+        customer over while it rings; when 1102 gives up, the transfer failed: no answer."""
+        tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))
+        tracker.reset(resync=True)
+        listed = [
+            # newest first; the target is not a watched phone
+            ("PJSIP/1102-0000000c", "1795613972.12", "AppDial", "Ringing", "1795613972.11"),
+            ("PJSIP/1001-0000000b", "1795613972.11", "Dial", "Ringing", "1795613972.11"),
+            ("PJSIP/1001-0000000a", "1795613972.10", "AppDial", "Up", "1795613972.9"),
+            ("PJSIP/trunk-00000009", "1795613972.9", "Dial", "Up", "1795613972.9"),
+        ]
+        for channel, uniqueid, application, state, linkedid in listed:
+            fields = (
+                ("Event", "CoreShowChannel"),
+                ("Channel", channel),
+                ("ChannelStateDesc", state),
+                ("ConnectedLineNum", "2000"),
+                ("Uniqueid", uniqueid),
+                ("Linkedid", linkedid),
+                ("Application", application),
+            )
+            assert tracker.feed(AmiEvent("CoreShowChannel", fields), 5.0) == []
+        done = AmiEvent("CoreShowChannelsComplete", (("Event", "CoreShowChannelsComplete"),))
+        assert tracker.feed(done, 5.0) == []
+        assert tracker.legs["1795613972.11"].peer == "1795613972.12"
+        transfer = AmiEvent(
+            "AttendedTransfer",
+            (
+                ("Event", "AttendedTransfer"),
+                ("Result", "Success"),
+                ("OrigTransfererUniqueid", "1795613972.10"),
+                ("SecondTransfererUniqueid", "1795613972.11"),
+                ("SecondTransfererChannelStateDesc", "Ringing"),
+                ("TransferTargetCallerIDNum", "1102"),
+            ),
+        )
+        reported = [describe(e.evidence.observation) for e in tracker.feed(transfer, 6.0)]
+        assert [o["type"] for o in reported] == ["transfer_requested", "transfer_reported"]
+        gone = AmiEvent(
+            "Hangup", (("Event", "Hangup"), ("Uniqueid", "1795613972.12"), ("Cause", "19"))
+        )
+        failed = [describe(e.evidence.observation) for e in tracker.feed(gone, 14.0)]
+        assert failed and failed[-1]["type"] == "transfer_failed", failed
+        assert failed[-1]["cause"] == "target_no_answer", failed
+
     def test_a_list_that_never_comes_releases_what_was_held(self) -> None:
         tracker = AmiCallTracker("ami", AmiPhones([(uri("1001"), None)]))
         tracker.reset(resync=True)
