@@ -45,6 +45,7 @@ def _cluster(app: web.Application) -> dict[str, Any]:
         "instance": leases.instance if leases else settings.instance or default_instance(),
         "store": "postgresql" if postgres else "sqlite",
         "leases": leases.holders() if leases else {},
+        "feed": app[SERVICE].follower.health(),
     }
 
 

@@ -256,16 +256,19 @@ async def test_two_bridges_on_one_database_log_in_to_the_ami_once(
                     "kind": "ami", "status": "standby", "lease": "standby",
                     "address": f"127.0.0.1:{pbx.port}"}  # fmt: skip
                 held_by_a = {NAME: {"holder": "a", "mine": True}}
-                assert ha["cluster"] == {
+                assert ha["cluster"] | {"feed": None} == {
                     "instance": "a",
                     "store": "postgresql",
                     "leases": held_by_a,
+                    "feed": None,
                 }
+                assert ha["cluster"]["feed"]["listening"] is True  # NOTIFY wakes it
                 seen_by_b = {NAME: {"holder": "a", "mine": False}}
-                assert hb["cluster"] == {
+                assert hb["cluster"] | {"feed": None} == {
                     "instance": "b",
                     "store": "postgresql",
                     "leases": seen_by_b,
+                    "feed": None,
                 }
                 assert (await lease_metric(http, a)).endswith(" 1.0")
                 assert (await lease_metric(http, b)).endswith(" 0.0")
@@ -294,7 +297,12 @@ async def test_on_sqlite_nothing_is_leased(tmp_path: Path) -> None:
         async with running_bridge(settings) as bridge:
             h = await wait_health(http, bridge, ami_up)
             assert "lease" not in h["sources"]["pbx-ami"]
-            assert h["cluster"] == {"instance": "solo", "store": "sqlite", "leases": {}}
+            assert h["cluster"] == {
+                "instance": "solo",
+                "store": "sqlite",
+                "leases": {},
+                "feed": {"listening": False, "changes_read": 0},
+            }
 
 
 class UdpPbx:
