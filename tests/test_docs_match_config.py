@@ -12,7 +12,7 @@ import pytest
 
 from desktop_api.config import DEFAULTS, SOURCE_KINDS
 
-PAGE = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+PAGE = Path(__file__).resolve().parents[1].joinpath("docs/configuration.md").read_text()
 KEYS = [(section, key) for section, values in DEFAULTS.items() for key in values]
 
 
