@@ -45,7 +45,8 @@ def _visible_account(request: web.Request) -> str:
 async def get_account(request: web.Request) -> web.Response:
     """Read an account (admin, or the account's own token)."""
     account_id = _visible_account(request)
-    return web.json_response(request.app[SERVICE].get_account(account_id).to_json())
+    account = await request.app[SERVICE].known_account(account_id)
+    return web.json_response(account.to_json())
 
 
 @routes.patch("/v1/accounts/{account_id}")
@@ -54,7 +55,7 @@ async def patch_account(request: web.Request) -> web.Response:
     require_admin(request)
     account_id = request.match_info["account_id"]
     service = request.app[SERVICE]
-    service.get_account(account_id)
+    await service.known_account(account_id)
     body = v.parse_json_object(await request.read())
     v.check_keys(body, "", [], ["transfer_enabled", "name"])
     if not body:

@@ -73,5 +73,5 @@ async def get_agent(request: web.Request) -> web.Response:
     """The agent, its phone, whether it can take requests and why not."""
     account_id = require_account(request)
     service = request.app[SERVICE]
-    agent = service.get_agent(account_id, request.match_info["agent_id"])
+    agent = await service.known_agent(account_id, request.match_info["agent_id"])
     return web.json_response(service.agent_view(agent))

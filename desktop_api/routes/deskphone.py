@@ -269,13 +269,13 @@ async def poly_event(request: web.Request) -> web.Response:
 # --- admin: what to paste, and QA remote control ---------------------------------------------
 
 
-def _agent_device(request: web.Request) -> tuple[Agent, str]:
+async def _agent_device(request: web.Request) -> tuple[Agent, str]:
     require_admin(request)
     account_id = request.match_info["account_id"]
     agent_id = request.match_info["agent_id"]
     service = request.app[SERVICE]
-    service.get_account(account_id)
-    agent = service.get_agent(account_id, agent_id)
+    await service.known_account(account_id)
+    agent = await service.known_agent(account_id, agent_id)
     device = agent.phone.device
     if device is None or device.vendor not in VENDORS:
         raise _Conflict("no_device", "the agent's phone has no Yealink, Poly or Snom device")
@@ -293,7 +293,7 @@ class _Conflict(Exception):
 async def device_urls(request: web.Request) -> web.Response:
     """The exact lines an admin pastes into the agent's phone (admin)."""
     try:
-        agent, vendor = _agent_device(request)
+        agent, vendor = await _agent_device(request)
     except _Conflict as exc:
         return error_response(409, exc.code, exc.message)
     settings = request.app[SETTINGS].deskphones
@@ -325,7 +325,7 @@ async def device_urls(request: web.Request) -> web.Response:
 async def device_command(request: web.Request) -> web.Response:
     """Press a key on the agent's phone (admin, QA only; never part of the agent flow)."""
     try:
-        agent, vendor = _agent_device(request)
+        agent, vendor = await _agent_device(request)
     except _Conflict as exc:
         return error_response(409, exc.code, exc.message)
     body = v.parse_json_object(await request.read())

@@ -17,6 +17,7 @@ from bridge.session.machine import desktop_step, end_session, pick_call
 from bridge.session.outcome import AuditEntry, Outcome
 from bridge.store import AgentBlocked, SessionWrite, StoreConflict, WriteGuard
 from desktop_api.metrics import Metrics
+from desktop_api.service.errors import NotFound
 from desktop_api.service.evidence import EvidenceRouter
 from desktop_api.service.reads import Reads
 from desktop_api.service.registry import Registry
@@ -54,9 +55,12 @@ class SessionCommands:
         sip_call_id: str | None,
     ) -> Session:
         """Open a customer session; refused while the agent has a transferred session (rule 5)."""
-        agent = self._registry.agents.get((account_id, agent_id))
-        if agent is None:
-            raise InvalidInput("unknown_agent", f"no agent {agent_id!r}", field="/agent_id")
+        try:
+            agent = await self._registry.known_agent(account_id, agent_id)
+        except NotFound:
+            raise InvalidInput(
+                "unknown_agent", f"no agent {agent_id!r}", field="/agent_id"
+            ) from None
         exists = TransferNotAllowed("already_exists", f"session {session_id!r} exists")
         async with self._writer.lock((account_id, agent_id)):
             view = self._reads.agent_view(agent)
@@ -106,7 +110,7 @@ class SessionCommands:
 
     async def transfer_step(self, account_id: str, session_id: str, action: Action) -> Session:
         """One desktop click of the seed's flow."""
-        account = self._registry.get_account(account_id)
+        account = await self._registry.known_account(account_id)
 
         def step(session: Session) -> Outcome:
             return desktop_step(

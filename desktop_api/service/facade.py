@@ -83,6 +83,7 @@ class BridgeService:
         self._follow: asyncio.Task[None] | None = None
         if shared_url is not None:
             self._writer.agent_locks = AgentLocks(shared_url, instance)
+            self._registry.shared = True
 
     # --- life cycle ---
 
@@ -142,8 +143,16 @@ class BridgeService:
         return await self._registry.account_for_token(token)
 
     def get_account(self, account_id: str) -> Account:
-        """An account, or NotFound."""
+        """An account this instance knows, or NotFound (see `known_account`)."""
         return self._registry.get_account(account_id)
+
+    async def known_account(self, account_id: str) -> Account:
+        """An account, or NotFound; also one another instance created a moment ago."""
+        return await self._registry.known_account(account_id)
+
+    async def known_agent(self, account_id: str, agent_id: str) -> Agent:
+        """An agent, or NotFound; also one another instance created a moment ago."""
+        return await self._registry.known_agent(account_id, agent_id)
 
     async def create_account(self, account_id: str, name: str, transfer_enabled: bool) -> Account:
         """Create a tenant; its id must be new."""

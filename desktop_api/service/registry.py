@@ -50,6 +50,12 @@ class Registry:
         self._agent_by_phone: dict[tuple[str, str], AgentKey] = {}
         self._phone_accounts: dict[str, set[str]] = {}
         self._account_locks: dict[str, asyncio.Lock] = {}
+        # Held by a change written here (store, then memory) and by `reload`, so a reload never
+        # puts back what it read before a change of this instance landed.
+        self._changing = asyncio.Lock()
+        # Other instances share the store (PostgreSQL): a miss in memory may be their new
+        # account or agent, not yet reloaded here; look in the store before saying NotFound.
+        self.shared = False
         # Called after an agent (and so possibly a phone) changes: sources re-read the phones.
         self.on_agents_changed: list[Callable[[], None]] = []
 
@@ -66,19 +72,50 @@ class Registry:
         """Take what other instances sharing the store changed: accounts, agents (their phones
         go to the sources) and token revocations (the token cache is dropped)."""
         store = self._db.store
-        accounts = await self._db.run(store.load_accounts)
-        agents = await self._db.run(store.load_agents)
-        for account in accounts:
-            self.accounts[account.id] = account
-        changed = False
-        for agent in agents:
-            if self.agents.get((agent.account_id, agent.id)) != agent:
-                self._remember_agent(agent)
-                changed = True
-        self._token_cache.clear()
+        async with self._changing:
+            accounts = await self._db.run(store.load_accounts)
+            agents = await self._db.run(store.load_agents)
+            for account in accounts:
+                self.accounts[account.id] = account
+            changed = False
+            for agent in agents:
+                if self.agents.get((agent.account_id, agent.id)) != agent:
+                    self._remember_agent(agent)
+                    changed = True
+            self._token_cache.clear()
         if changed:
-            for callback in self.on_agents_changed:
-                callback()
+            self._agents_changed()
+
+    def _agents_changed(self) -> None:
+        for callback in self.on_agents_changed:
+            callback()
+
+    async def known_account(self, account_id: str) -> Account:
+        """An account, or NotFound; with a shared store, one another instance created a moment
+        ago too (read from the store, then kept)."""
+        account = self.accounts.get(account_id)
+        if account is None and self.shared:
+            async with self._changing:
+                account = await self._db.run(self._db.store.get_account, account_id)
+                if account is not None:
+                    account = self.accounts.setdefault(account_id, account)
+        if account is None:
+            raise NotFound(account_id)
+        return account
+
+    async def known_agent(self, account_id: str, agent_id: str) -> Agent:
+        """An agent of this account, or NotFound; with a shared store, one another instance
+        created a moment ago too (read from the store, then kept and given to the sources)."""
+        agent = self.agents.get((account_id, agent_id))
+        if agent is None and self.shared:
+            async with self._changing:
+                agent = await self._db.run(self._db.store.get_agent, account_id, agent_id)
+                if agent is not None and (account_id, agent_id) not in self.agents:
+                    self._remember_agent(agent)
+                    self._agents_changed()
+        if agent is None:
+            raise NotFound(agent_id)
+        return agent
 
     # --- accounts and tokens ---
 
@@ -117,11 +154,12 @@ class Registry:
         async with self._account_lock(account_id):
             if account_id in self.accounts:
                 raise exists
-            try:
-                await self._db.run(self._db.store.create_account, account)
-            except StoreConflict as exc:  # another instance created it a moment ago
-                raise exists from exc
-            self.accounts[account_id] = account
+            async with self._changing:
+                try:
+                    await self._db.run(self._db.store.create_account, account)
+                except StoreConflict as exc:  # another instance created it a moment ago
+                    raise exists from exc
+                self.accounts[account_id] = account
         log.info("account_created", account_id=account_id, transfer_enabled=transfer_enabled)
         return account
 
@@ -131,7 +169,10 @@ class Registry:
         """Rename or switch the transfer feature; open sessions get a new version so desktops
         waiting on them see their `actions` change at once."""
         async with self._account_lock(account_id):
-            old = self.get_account(account_id)
+            # From the store: another instance may have changed it a moment ago.
+            old = await self._db.run(self._db.store.get_account, account_id)
+            if old is None:
+                raise NotFound(account_id)
             new = replace(
                 old,
                 name=old.name if name is None else name,
@@ -140,9 +181,11 @@ class Registry:
                 else transfer_enabled,
             )
             if new == old:
+                self.accounts[account_id] = old
                 return old
-            await self._db.run(self._db.store.update_account, new)
-            self.accounts[account_id] = new
+            async with self._changing:
+                await self._db.run(self._db.store.update_account, new)
+                self.accounts[account_id] = new
             if new.transfer_enabled != old.transfer_enabled:
                 await self._writer.touch_account(new)
         log.info("account_updated", account_id=account_id, transfer_enabled=new.transfer_enabled)
@@ -153,7 +196,7 @@ class Registry:
     ) -> tuple[str, TokenRecord]:
         """A new account token (valid until `expires_at` if given, RFC 3339 UTC as the clock
         writes it); it is returned once and only its hash is kept."""
-        self.get_account(account_id)
+        await self.known_account(account_id)
         token = "tb_" + secrets.token_urlsafe(32)
         token_hash = hash_token(token)
         record = TokenRecord("tok_" + token_hash[:16], account_id, self._clock(), expires_at, None)
@@ -164,13 +207,13 @@ class Registry:
 
     async def list_tokens(self, account_id: str) -> list[TokenRecord]:
         """The account's tokens, without their secrets (revoked and expired ones too)."""
-        self.get_account(account_id)
+        await self.known_account(account_id)
         return await self._db.run(self._db.store.list_tokens, account_id)
 
     async def revoke_token(self, account_id: str, token_id: str) -> TokenRecord:
         """Revoke a token: refused from the next request on (NotFound if the account has no
         such token; revoking twice keeps the first time)."""
-        self.get_account(account_id)
+        await self.known_account(account_id)
         found = await self._db.run(self._db.store.revoke_token, account_id, token_id, self._clock())
         if found is None:
             raise NotFound(token_id)
@@ -222,15 +265,18 @@ class Registry:
             owner = self._agent_by_phone.get((account_id, pkey))
             if owner is not None and owner != key:
                 raise in_use
-            created = key not in self.agents
+            existing = self.agents.get(key)
+            if existing is None and self.shared:  # created by another instance a moment ago?
+                existing = await self._db.run(self._db.store.get_agent, account_id, agent_id)
+            created = existing is None
             agent = Agent(account_id, agent_id, name, phone, self._clock())
-            try:
-                await self._db.run(self._db.store.put_agent, agent, pkey)
-            except StoreConflict as exc:
-                raise in_use from exc
-            self._remember_agent(agent)
-        for callback in self.on_agents_changed:
-            callback()
+            async with self._changing:
+                try:
+                    await self._db.run(self._db.store.put_agent, agent, pkey)
+                except StoreConflict as exc:
+                    raise in_use from exc
+                self._remember_agent(agent)
+        self._agents_changed()
         log.info("agent_saved", account_id=account_id, agent_id=agent_id, created=created)
         return agent, created
 

@@ -118,6 +118,24 @@ class SqlStore:
         rows = self._read("SELECT account_id, id, name, phone, updated_at FROM agents")
         return [Agent(r[0], r[1], r[2], Phone.from_json(json.loads(r[3])), r[4]) for r in rows]
 
+    def get_account(self, account_id: str) -> Account | None:
+        rows = self._read(
+            "SELECT id, name, transfer_enabled, created_at FROM accounts WHERE id = ?",
+            (account_id,),
+        )
+        return Account(rows[0][0], rows[0][1], bool(rows[0][2]), rows[0][3]) if rows else None
+
+    def get_agent(self, account_id: str, agent_id: str) -> Agent | None:
+        rows = self._read(
+            "SELECT account_id, id, name, phone, updated_at FROM agents"
+            " WHERE account_id = ? AND id = ?",
+            (account_id, agent_id),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Agent(r[0], r[1], r[2], Phone.from_json(json.loads(r[3])), r[4])
+
     def load_open_sessions(self) -> list[Session]:
         rows = self._read("SELECT body FROM sessions WHERE status <> 'ended'")
         return [session_from_record(json.loads(r[0])) for r in rows]
