@@ -1,0 +1,134 @@
+"""One capture point duplicating its HEP stream to two instances (as Kamailio's siptrace or
+heplify can) gives one outcome: exactly what one bridge receiving the stream once records, each
+change once in the audit trail and in both instances' streams, versions consecutive."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from desktop_api.keys import SOURCES
+from desktop_api.testing import ApiClient, running_bridge, settings_for
+from tests.desktop_api.cluster.instances import (
+    HEP_KEY,
+    HEP_SOURCE,
+    Capture,
+    make_tenant,
+    running_instances,
+    until,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+CASE = "asterisk-blind_answered"  # the target answers: the phone alone proves the transfer
+OPEN = {"id": "s-1", "agent_id": "a-7", "customer": {"number": "2000"}}
+
+
+def trail(audit: dict[str, Any]) -> list[tuple[int, str, str, Any]]:
+    """The audit trail without the bridge's own times."""
+    return [(e["version"], e["kind"], e["event"], e["detail"]) for e in audit["entries"]]
+
+
+def timeless(session: dict[str, Any]) -> dict[str, Any]:
+    """A session without the times the bridge's own clock gave (phone times stay)."""
+    out = dict(session)
+    for key in ("created_at", "ended_at"):
+        out.pop(key, None)
+    return out
+
+
+async def one_bridge_once(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reference: one bridge receiving the stream once; its session and audit trail."""
+    source = {"name": HEP_SOURCE, "listen": "127.0.0.1:0", "password": HEP_KEY}
+    settings = dataclasses.replace(
+        settings_for(directory, "admin"), sources={"hep": [{**source, "match_user": True}]}
+    )
+    capture = Capture(CASE)
+    async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
+        admin = ApiClient(http, bridge.url, "admin")
+        assert (
+            await admin.post(
+                "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
+            )
+        ).status == 201
+        api = admin.with_token((await admin.post("/v1/accounts/acme/tokens")).body["token"])
+        for agent, ext in (("a-7", "1001"), ("a-8", "1002")):
+            r = await api.put(
+                f"/v1/agents/{agent}",
+                {"name": agent, "phone": {"sip_uri": f"sip:{ext}@pbx.example"}},
+            )
+            assert r.status == 201
+        assert (await api.post("/v1/sessions", OPEN)).status == 201
+        listener = bridge.app[SOURCES].hep[0].listener
+        capture.send_until(listener.address[1])
+
+        async def received() -> bool:
+            return bool(listener.stats.received >= len(capture.packets))
+
+        await until(received, "the reference bridge read the capture")
+        await bridge.evidence.drain()
+        await asyncio.sleep(0.2)
+        await bridge.evidence.drain()
+        return (await api.get("/v1/sessions/s-1")).body, (
+            await api.get("/v1/sessions/s-1/audit")
+        ).body
+
+
+async def test_the_same_capture_at_two_instances_gives_one_outcome(
+    tmp_path: Path, database: str
+) -> None:
+    reference, reference_audit = await one_bridge_once(tmp_path / "one")
+    assert reference["transfer"]["state"] == "transferred", reference  # the recording's verdict
+
+    async with running_instances(tmp_path, database, ("A", "B")) as (a, b):
+        token = (await make_tenant(a)).token
+
+        async def b_knows_the_agent() -> bool:
+            return (await b.api(token).get("/v1/agents/a-7")).status == 200
+
+        await until(b_knows_the_agent, "B knows the agent A created")
+        async with a.events(token) as feed_a, b.events(token) as feed_b:
+            r = await a.api(token).post("/v1/sessions", OPEN)
+            assert r.status == 201, r.body
+            # Both instances know the session before the capture starts (as in the reference).
+            for feed in (feed_a, feed_b):
+                (opened,) = await feed.take(1, within=5)
+                assert opened["data"]["version"] == 1
+            # Every packet to both, interleaved: A first, then B first, and so on.
+            capture = Capture(CASE)
+            for n, packet in enumerate(capture.packets):
+                first, second = (a, b) if n % 2 == 0 else (b, a)
+                first.send_hep([packet])
+                second.send_hep([packet])
+
+            async def settled() -> dict[str, Any] | None:
+                s = (await a.api(token).get("/v1/sessions/s-1")).body
+                return s if s["version"] >= reference["version"] else None
+
+            await until(settled, "the outcome on A", 10)
+            # Anything either instance still applies would show within a catch-up or two.
+            seen_a = await feed_a.drain(quiet=2.5)
+            seen_b = await feed_b.drain(quiet=0.5)
+
+        final = (await a.api(token).get("/v1/sessions/s-1")).body
+        assert (await b.api(token).get("/v1/sessions/s-1")).body == final
+        assert timeless(final) == timeless(reference)
+        audit = (await a.api(token).get("/v1/sessions/s-1/audit")).body
+        assert (await b.api(token).get("/v1/sessions/s-1/audit")).body == audit
+        assert trail(audit) == trail(reference_audit)
+        ignored = [e for e in audit["entries"] if "ignored" in e["detail"]]
+        assert not [
+            e
+            for e in ignored
+            if e["detail"]["ignored"] in ("duplicate", "same_attempt_other_source")
+        ], ignored
+
+        for seen in (seen_a, seen_b):
+            versions = [e["data"]["version"] for e in seen]
+            assert versions == list(range(2, final["version"] + 1)), versions
+        assert [(e["id"], e["data"]) for e in seen_a] == [(e["id"], e["data"]) for e in seen_b]
+        assert seen_a[-1]["data"] == final
