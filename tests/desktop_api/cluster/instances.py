@@ -232,3 +232,23 @@ class Capture:
         end = len(self.packets) if end is None else end
         send_hep(port, self.packets[self.sent : end])
         self.sent = end
+
+
+async def settled(
+    instance: Instance, token: str, sid: str, quiet: float = 1.0, within: float = 10.0
+) -> dict[str, Any]:
+    """The session once it stopped changing for `quiet` seconds (the phone's last packets,
+    such as the hang-ups after a transfer, may still add versions)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: dict[str, Any] | None = None
+    since = loop.time()
+    while True:
+        r = await instance.api(token).get(f"/v1/sessions/{sid}")
+        assert r.status == 200, r.body
+        if last is None or r.body["version"] != last["version"]:
+            last, since = r.body, loop.time()
+        elif loop.time() - since >= quiet:
+            return last
+        assert loop.time() < deadline, f"{sid} still changing after {within} s"
+        await asyncio.sleep(0.05)

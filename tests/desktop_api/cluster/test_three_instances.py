@@ -19,6 +19,7 @@ from tests.desktop_api.cluster.instances import (
     Instance,
     make_tenant,
     running_instances,
+    settled,
     until,
 )
 
@@ -85,7 +86,8 @@ async def test_clicks_on_a_evidence_on_b_stream_on_c(tmp_path: Path, database: s
                 s = await session(a, token)
                 return s if s["transfer"]["state"] == "transferred" else None
 
-            final = await until(transferred, "the target's answer reaches A", 5)
+            await until(transferred, "the target's answer reaches A", 5)
+            final = await settled(a, token, "s-1")
             assert final["status"] == "call_transferred"
             assert final["transfer"]["confirmed_by"] == "phone"
             assert final["transfer"]["phone"]["proof"] == "target_answered"
