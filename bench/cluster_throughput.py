@@ -2,6 +2,7 @@
 instances on one PostgreSQL database; the cross-instance change-feed delay.
 
     python bench/cluster_throughput.py [--seconds 5] [--clients 16] [--loaders 2] [--changes 300]
+                                       [--rounds 1]
 
 Every instance is a real `transfer-bridge serve` process (configured by environment variables,
 log level warning) on a fresh database of one throwaway PostgreSQL 15 cluster
@@ -15,7 +16,10 @@ HTTP client, with `--clients` concurrent clients in all spread round-robin over 
   agent per client, so no click waits on another agent's lock);
 - GET/s: `GET /v1/sessions/{id}` of one open session, through every instance.
 
-The scaling ratio is each row's figure over the 1-instance PostgreSQL row of the same run.
+The scaling ratio is each row's figure over the 1-instance PostgreSQL row of the same run; with
+`--rounds` the rows are run in turn that many times and the median kept. Each row also shows how
+busy the whole machine was (all cores, /proc/stat) and how many cores the bridge processes
+themselves used, during the writes and during the GETs.
 Then the change-feed delay between two instances: a desktop's stream on B, `--changes` clicks
 written one at a time through A; for each, the time from sending the click to A until B's
 stream delivers it (and A's own answer time, for comparison); median and worst.
@@ -141,17 +145,49 @@ async def _setup(http: aiohttp.ClientSession, urls: list[str], clients: int) -> 
     return token
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _process_ticks(pids: list[int]) -> int:
+    """User + system clock ticks of these processes (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
 async def _phase(
-    pool: ProcessPoolExecutor, kind: str, urls: list[str], token: str, args: argparse.Namespace
-) -> tuple[float, int]:
+    pool: ProcessPoolExecutor,
+    kind: str,
+    urls: list[str],
+    pids: list[int],
+    token: str,
+    args: argparse.Namespace,
+) -> tuple[float, int, float, float]:
+    """(requests/s, errors, machine busy share, the instances' CPU in cores) of one phase."""
     start = time.time() + 1.0  # every loader starts at once
     window = (start, start + args.seconds)
     shares = [list(range(i, args.clients, args.loaders)) for i in range(args.loaders)]
     loop = asyncio.get_running_loop()
-    results = await asyncio.gather(
-        *(loop.run_in_executor(pool, load, kind, urls, token, s, window) for s in shares if s)
-    )
-    return sum(r[0] for r in results) / args.seconds, sum(r[1] for r in results)
+    jobs = [loop.run_in_executor(pool, load, kind, urls, token, s, window) for s in shares if s]
+    await asyncio.sleep(max(0.0, start - time.time()))
+    busy0, total0 = _machine_ticks()
+    mine0, wall0 = _process_ticks(pids), time.monotonic()
+    await asyncio.sleep(args.seconds)
+    busy1, total1 = _machine_ticks()
+    mine1, wall1 = _process_ticks(pids), time.monotonic()
+    results = await asyncio.gather(*jobs)
+    hz = os.sysconf("SC_CLK_TCK")
+    cores = (mine1 - mine0) / hz / (wall1 - wall0)
+    busy = (busy1 - busy0) / max(1, total1 - total0)
+    return sum(r[0] for r in results) / args.seconds, sum(r[1] for r in results), busy, cores
 
 
 async def _feed_delay(
@@ -211,7 +247,10 @@ async def _row(
         urls = [p.url for p in procs]
         async with aiohttp.ClientSession() as http:
             token = await _setup(http, urls, args.clients)
-            writes, write_errors = await _phase(pool, "writes", urls, token, args)
+            pids = [p.proc.pid for p in procs]
+            writes, write_errors, write_busy, write_cores = await _phase(
+                pool, "writes", urls, pids, token, args
+            )
             r = await ApiClient(http, urls[0], token).post(
                 "/v1/sessions",
                 {"id": "r-1", "agent_id": "a-0", "customer": {"number": "+34900000001"}},
@@ -219,7 +258,9 @@ async def _row(
             assert r.status == 201, r.body
             for url in urls:
                 await _until_session(http, url, token)
-            reads, read_errors = await _phase(pool, "reads", urls, token, args)
+            reads, read_errors, read_busy, read_cores = await _phase(
+                pool, "reads", urls, pids, token, args
+            )
             delay = None
             if count >= 2 and args.changes:
                 delay = await _feed_delay(http, urls[0], urls[1], token, args.changes)
@@ -227,7 +268,13 @@ async def _row(
         for p in procs:
             await bridge_proc.stop(p)
     errors = write_errors + read_errors
-    return {"writes": writes, "reads": reads, "errors": errors, "delay": delay}
+    return {
+        "writes": writes,
+        "reads": reads,
+        "errors": errors,
+        "delay": delay,
+        "cpu": (write_busy, write_cores, read_busy, read_cores),
+    }
 
 
 async def _until_session(http: aiohttp.ClientSession, url: str, token: str) -> None:
@@ -242,39 +289,61 @@ def _ms(values: list[float]) -> str:
     return f"median {statistics.median(values) * 1000:.1f} ms, worst {max(values) * 1000:.1f} ms"
 
 
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's median figures over its runs; the delay samples of all runs together."""
+    delays = [r["delay"] for r in runs if r["delay"] is not None]
+    return {
+        "writes": statistics.median(r["writes"] for r in runs),
+        "reads": statistics.median(r["reads"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "delay": (
+            ([x for d in delays for x in d[0]], [x for d in delays for x in d[1]])
+            if delays
+            else None
+        ),
+        "cpu": tuple(statistics.median(r["cpu"][i] for r in runs) for i in range(4)),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in all")
     parser.add_argument("--loaders", type=int, default=2, help="load generator processes")
     parser.add_argument("--changes", type=int, default=300, help="for the change-feed delay")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per row; the median is kept")
     args = parser.parse_args()
-    results: dict[tuple[str, int], dict[str, Any]] = {}
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {row: [] for row in ROWS}
     context = multiprocessing.get_context("spawn")
     with (
         tempfile.TemporaryDirectory() as tmp,
         running_cluster() as cluster,
         ProcessPoolExecutor(args.loaders, mp_context=context) as pool,
     ):
-        for n, (kind, count) in enumerate(ROWS):
-            work = Path(tmp) / f"row-{n}"
-            database = (
-                f"sqlite:///{work / 'bridge.db'}"
-                if kind == "sqlite"
-                else cluster.create_database(f"bench_{n}")
-            )
-            try:
-                results[(kind, count)] = await _row(pool, kind, count, database, work, args)
-            except RuntimeError as exc:
-                print(f"{count} on {kind}: not measured: {exc}")
+        for r in range(args.rounds):  # rows interleaved, so drift hits every row alike
+            for n, (kind, count) in enumerate(ROWS):
+                work = Path(tmp) / f"run-{r}-{n}"
+                database = (
+                    f"sqlite:///{work / 'bridge.db'}"
+                    if kind == "sqlite"
+                    else cluster.create_database(f"bench_{r}_{n}")
+                )
+                try:
+                    runs[(kind, count)].append(await _row(pool, kind, count, database, work, args))
+                except RuntimeError as exc:
+                    print(f"{count} on {kind}: not measured: {exc}")
+    results = {row: _median(r) for row, r in runs.items() if r}
 
     cores = os.cpu_count()
     print(
         f"{args.clients} clients from {args.loaders} load-generator processes, {args.seconds:g} s "
-        f"per measurement; the load generator, PostgreSQL and the instances share the "
-        f"machine's {cores} cores"
+        f"per measurement, median of {args.rounds} runs; the load generator, PostgreSQL and "
+        f"the instances share the machine's {cores} cores"
     )
-    print(f"{'instances':<28}{'writes/s':>10}{'GET/s':>10}   scaling vs 1 on PostgreSQL")
+    print(
+        f"{'instances':<20}{'writes/s':>10}{'GET/s':>10}  {'scaling':<13}"
+        f"{'machine busy':<14}instances' CPU (cores)"
+    )
     base = results.get(("postgres", 1))
     for (kind, count), row in results.items():
         label = f"{count} on {'SQLite' if kind == 'sqlite' else 'PostgreSQL'}"
@@ -282,7 +351,16 @@ async def main() -> None:
         if base is not None:
             ratio = f"{row['writes'] / base['writes']:.2f} / {row['reads'] / base['reads']:.2f}"
         errors = f"   ({row['errors']} errors)" if row["errors"] else ""
-        print(f"{label:<28}{row['writes']:>10.0f}{row['reads']:>10.0f}   {ratio}{errors}")
+        wb, wc, rb, rc = row["cpu"]
+        busy = f"{wb:.0%} / {rb:.0%}"
+        print(
+            f"{label:<20}{row['writes']:>10.0f}{row['reads']:>10.0f}  {ratio:<13}{busy:<14}"
+            f"{wc:.2f} / {rc:.2f}{errors}"
+        )
+    print(
+        "scaling: writes / GETs over 1 instance on PostgreSQL; machine busy: all cores' busy "
+        "share during the writes / GETs; instances' CPU: the bridge processes' own"
+    )
     for (_, count), row in results.items():
         if row["delay"] is not None:
             seen, answered = row["delay"]
