@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ async def test_concurrent_clicks_patch_and_end_from_two_instances(
         for _, request, reply in wrote:
             assert by_version[reply.body["version"]] == audit_event(request), request
         refused = [r.body["error"]["code"] for _, _, r in answers if r.status != 200]
-        assert set(refused) <= {"invalid_step", "version_mismatch"}, set(refused)
+        # `conflict`: a race lost beyond the bounded retries (documented; nothing stored)
+        assert set(refused) <= {"invalid_step", "version_mismatch", "conflict"}, set(refused)
+        print(f"{len(answers)} requests: {len(wrote)} written, refused {Counter(refused)}")
 
 
 async def test_rule_5_holds_across_instances(tmp_path: Path, database: str) -> None:
@@ -167,3 +170,51 @@ async def test_rule_5_holds_across_instances(tmp_path: Path, database: str) -> N
         r = await desk_a.post("/v1/sessions", second)
         assert r.status == 201, r.body
         await until(lambda: blocked_by(desk_b, []), "B shows the agent free again")
+
+
+async def test_rule_5_right_after_the_confirm_on_another_instance(
+    tmp_path: Path, database: str
+) -> None:
+    """Many agents at once: each confirm on B is followed at once by an open for the same agent
+    on A, before A can have heard of it by the feed; the database, not A's memory, decides."""
+    agents = [f"r-{n}" for n in range(12)]
+    async with running_instances(tmp_path, database, ("A", "B")) as (a, b):
+        token = (await make_tenant(a)).token
+        desk_a, desk_b = a.api(token), b.api(token)
+        for n, agent in enumerate(agents):
+            phone = {"sip_uri": f"sip:{4000 + n}@pbx.example"}
+            r = await desk_a.put(f"/v1/agents/{agent}", {"name": agent, "phone": phone})
+            assert r.status == 201, r.body
+
+        async def b_knows_them() -> bool:
+            return (await desk_b.get(f"/v1/agents/{agents[-1]}")).status == 200
+
+        await until(b_knows_them, "B knows the agents A created")
+        for agent in agents:
+            call = {"state": "connected"}
+            body = {"id": f"{agent}-1", "agent_id": agent, "customer": {"number": "+3490001"}}
+            body["call"] = call
+            assert (await desk_a.post("/v1/sessions", body)).status == 201
+            for step in ("open", "internal", "next"):
+                assert (await desk_b.step(f"{agent}-1", step)).status == 200
+
+        async def confirm_then_open(agent: str) -> tuple[Reply, Reply]:
+            confirmed = await desk_b.step(f"{agent}-1", "confirm")
+            body = {"id": f"{agent}-2", "agent_id": agent, "customer": {"number": "+3490002"}}
+            return confirmed, await desk_a.post("/v1/sessions", body)
+
+        results = await asyncio.gather(*(confirm_then_open(agent) for agent in agents))
+        for confirmed, opened in results:
+            assert confirmed.status == 200 and confirmed.body["status"] == "call_transferred"
+            assert opened.status == 409, opened.body
+            assert opened.body["error"]["code"] == "agent_blocked", opened.body
+
+        async def end_then_open(agent: str) -> tuple[Reply, Reply]:
+            ended = await desk_b.post(f"/v1/sessions/{agent}-1/end", {"result": "done"})
+            body = {"id": f"{agent}-2", "agent_id": agent, "customer": {"number": "+3490002"}}
+            return ended, await desk_a.post("/v1/sessions", body)
+
+        results = await asyncio.gather(*(end_then_open(agent) for agent in agents))
+        for ended, opened in results:
+            assert ended.status == 200, ended.body
+            assert opened.status == 201, opened.body
