@@ -16,7 +16,7 @@ from desktop_api.testing import ApiClient, Reply
 from tests.desktop_api.cluster.instances import Instance, make_tenant, running_instances, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
-ROUNDS = 12
+ROUNDS = 25
 STEPS = ("open", "internal", "next", "deny", "dismiss", "open", "internal", "next")
 
 
