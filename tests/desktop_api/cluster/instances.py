@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -22,7 +23,8 @@ import aiohttp
 
 from bridge.hep.decode import decode_hep
 from bridge.sip import parse_message
-from desktop_api.testing import ApiClient, EventStream
+from desktop_api.keys import SOURCES
+from desktop_api.testing import ApiClient, EventStream, running_bridge, settings_for
 from tests.desktop_api import bridge_proc
 from tests.desktop_api.bridge_proc import BridgeProc
 from tests.rig.hepfile import FIXTURES, read_hep_file
@@ -252,3 +254,40 @@ async def settled(
             return last
         assert loop.time() < deadline, f"{sid} still changing after {within} s"
         await asyncio.sleep(0.05)
+
+
+async def one_bridge(
+    directory: Path, case: str, session: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reference for a capture: one bridge (in this process, on SQLite, its HEP source
+    named as the instances' are), the agents of `make_tenant`, `session` opened, the capture
+    received once; the session and its audit trail as it then answers them."""
+    source = {"name": HEP_SOURCE, "listen": "127.0.0.1:0", "password": HEP_KEY}
+    settings = dataclasses.replace(
+        settings_for(directory, ADMIN), sources={"hep": [{**source, "match_user": True}]}
+    )
+    capture = Capture(case)
+    async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
+        admin = ApiClient(http, bridge.url, ADMIN)
+        body = {"id": "acme", "name": "Acme", "transfer_enabled": True}
+        assert (await admin.post("/v1/accounts", body)).status == 201
+        api = admin.with_token((await admin.post("/v1/accounts/acme/tokens")).body["token"])
+        for agent, ext in (("a-7", "1001"), ("a-8", "1002")):
+            phone = {"sip_uri": f"sip:{ext}@pbx.example"}
+            assert (
+                await api.put(f"/v1/agents/{agent}", {"name": agent, "phone": phone})
+            ).status == 201
+        assert (await api.post("/v1/sessions", session)).status == 201
+        listener = bridge.app[SOURCES].hep[0].listener
+        capture.send_until(listener.address[1])
+
+        async def received() -> bool:
+            return bool(listener.stats.received >= len(capture.packets))
+
+        await until(received, "the reference bridge read the capture")
+        await bridge.evidence.drain()
+        await asyncio.sleep(0.2)
+        await bridge.evidence.drain()
+        sid = session["id"]
+        got = (await api.get(f"/v1/sessions/{sid}")).body
+        return got, (await api.get(f"/v1/sessions/{sid}/audit")).body

@@ -4,21 +4,15 @@ change once in the audit trail and in both instances' streams, versions consecut
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from desktop_api.keys import SOURCES
-from desktop_api.testing import ApiClient, running_bridge, settings_for
 from tests.desktop_api.cluster.instances import (
-    HEP_KEY,
-    HEP_SOURCE,
     Capture,
     make_tenant,
+    one_bridge,
     running_instances,
     until,
 )
@@ -41,47 +35,10 @@ def timeless(session: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def one_bridge_once(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The reference: one bridge receiving the stream once; its session and audit trail."""
-    source = {"name": HEP_SOURCE, "listen": "127.0.0.1:0", "password": HEP_KEY}
-    settings = dataclasses.replace(
-        settings_for(directory, "admin"), sources={"hep": [{**source, "match_user": True}]}
-    )
-    capture = Capture(CASE)
-    async with running_bridge(settings) as bridge, aiohttp.ClientSession() as http:
-        admin = ApiClient(http, bridge.url, "admin")
-        assert (
-            await admin.post(
-                "/v1/accounts", {"id": "acme", "name": "Acme", "transfer_enabled": True}
-            )
-        ).status == 201
-        api = admin.with_token((await admin.post("/v1/accounts/acme/tokens")).body["token"])
-        for agent, ext in (("a-7", "1001"), ("a-8", "1002")):
-            r = await api.put(
-                f"/v1/agents/{agent}",
-                {"name": agent, "phone": {"sip_uri": f"sip:{ext}@pbx.example"}},
-            )
-            assert r.status == 201
-        assert (await api.post("/v1/sessions", OPEN)).status == 201
-        listener = bridge.app[SOURCES].hep[0].listener
-        capture.send_until(listener.address[1])
-
-        async def received() -> bool:
-            return bool(listener.stats.received >= len(capture.packets))
-
-        await until(received, "the reference bridge read the capture")
-        await bridge.evidence.drain()
-        await asyncio.sleep(0.2)
-        await bridge.evidence.drain()
-        return (await api.get("/v1/sessions/s-1")).body, (
-            await api.get("/v1/sessions/s-1/audit")
-        ).body
-
-
 async def test_the_same_capture_at_two_instances_gives_one_outcome(
     tmp_path: Path, database: str
 ) -> None:
-    reference, reference_audit = await one_bridge_once(tmp_path / "one")
+    reference, reference_audit = await one_bridge(tmp_path / "one", CASE, OPEN)
     assert reference["transfer"]["state"] == "transferred", reference  # the recording's verdict
 
     async with running_instances(tmp_path, database, ("A", "B")) as (a, b):
