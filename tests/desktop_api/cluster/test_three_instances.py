@@ -148,3 +148,33 @@ async def test_clicks_on_a_evidence_on_b_stream_on_c(tmp_path: Path, database: s
             (ended,) = await live.take(1, within=5)
         assert ended["data"] == r.body
         assert int(ended["id"]) == cursors[-1] + 1
+
+
+async def test_a_cursor_fresh_from_one_instance_resumes_at_once_on_another(
+    tmp_path: Path, database: str
+) -> None:
+    """A desktop moved to B the moment A's stream gave it a cursor (before B may have read that
+    change): B replays from the cursor, it does not start over with a snapshot."""
+    async with running_instances(tmp_path, database, ("A", "B")) as (a, b):
+        token = (await make_tenant(a)).token
+        await until(lambda: agent_known([b], token, "a-7"), "B knows the agent")
+        desk_a = a.api(token)
+        body = {"id": "s-1", "agent_id": "a-7", "customer": {"number": "+34900000001"}}
+        r = await desk_a.post("/v1/sessions", {**body, "call": {"state": "connected"}})
+        assert r.status == 201, r.body
+        async with a.events(token) as on_a:
+            await on_a.take(1)  # the open session
+            for _ in range(20):
+                r = await desk_a.step("s-1", "open")
+                assert r.status == 200, r.body
+                (event,) = await on_a.take(1)
+                assert event["data"]["version"] == r.body["version"]
+                async with b.events(token, last_event_id=event["id"]) as on_b:
+                    await on_b.quiet(0.05)  # up to date: nothing to replay, no snapshot
+                    r = await b.api(token).step("s-1", "dismiss")
+                    assert r.status == 200, r.body
+                    (after,) = await on_b.take(1)
+                    assert int(after["id"]) == int(event["id"]) + 1, (event["id"], after["id"])
+                    assert after["data"] == r.body
+                (mirrored,) = await on_a.take(1)
+                assert mirrored == after
