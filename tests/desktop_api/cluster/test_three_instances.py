@@ -130,6 +130,15 @@ async def test_clicks_on_a_evidence_on_b_stream_on_c(tmp_path: Path, database: s
         for instance in (a, b, c):
             agent = (await instance.api(token).get("/v1/agents/a-7")).body
             assert agent["can_take_requests"] is False, (instance.name, agent)
+            # Each instance names itself, and follows the others by notification.
+            status, health = await instance.healthz()
+            assert status == 200, health
+            cluster = health["cluster"]
+            assert (cluster["instance"], cluster["store"]) == (instance.name, "postgresql")
+            assert cluster["feed"]["listening"] is True, cluster
+        for instance in (b, c):  # A's clicks, read from the stored feed
+            (_, health) = await instance.healthz()
+            assert health["cluster"]["feed"]["changes_read"] > 0, (instance.name, health)
 
         # A desktop whose stream on C was cut after the middle event resumes on B.
         middle = len(events) // 2
