@@ -11,7 +11,7 @@ and measures, with `--clients` concurrent HTTP clients:
   client so clicks never wait on another agent's lock);
 - GET/s: `GET /v1/sessions/{id}` of an open session.
 
-Several instances on one PostgreSQL are not supported yet, so there is no 2- or 3-instance row.
+Several instances on one PostgreSQL database: bench/cluster_throughput.py.
 Figures are for this machine only; compare rows of one run.
 """
 

@@ -40,7 +40,7 @@ class BridgeProc:
 
 
 def _spawn(
-    cwd: Path, env: dict[str, str], log: Path, nofile: int | None
+    cwd: Path, env: dict[str, str], log: Path, nofile: int | None, config: Path | None = None
 ) -> subprocess.Popen[bytes]:
     def limit() -> None:
         if nofile is not None:
@@ -48,7 +48,8 @@ def _spawn(
 
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "desktop_api.cli", "serve"],
+            [sys.executable, "-m", "desktop_api.cli", "serve"]
+            + ([] if config is None else ["--config", str(config)]),
             cwd=cwd,
             env=env,
             stdout=out,
@@ -58,10 +59,21 @@ def _spawn(
 
 
 async def start(
-    directory: Path, settings: dict[str, str] | None = None, *, nofile: int | None = None
+    directory: Path,
+    settings: dict[str, str] | None = None,
+    *,
+    nofile: int | None = None,
+    config: str | None = None,
 ) -> BridgeProc:
-    """Start a bridge in `directory` (its ./var/ survives restarts) and wait for /healthz."""
+    """Start a bridge in `directory` (its ./var/ survives restarts) and wait for /healthz.
+
+    `config`: the text of a TOML file (sources are configured in a file only); the environment
+    (`settings`) still wins over it."""
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    config_path = None
+    if config is not None:
+        config_path = directory / "bridge.toml"
+        await asyncio.to_thread(config_path.write_text, config)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFER_BRIDGE_")}
     env.update(
@@ -71,7 +83,7 @@ async def start(
         **(settings or {}),
     )
     log = directory / "bridge.log"
-    proc = _spawn(directory, env, log, nofile)
+    proc = _spawn(directory, env, log, nofile, config_path)
     bridge = BridgeProc(proc, f"http://127.0.0.1:{port}", port, log)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20

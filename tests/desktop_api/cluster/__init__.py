@@ -1,0 +1,1 @@
+"""Several bridge instances on one PostgreSQL database acting as one service (issue 12)."""
