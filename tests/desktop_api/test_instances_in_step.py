@@ -229,3 +229,29 @@ async def test_the_same_evidence_at_two_instances_is_applied_once(
         twice = await call("s-6", "c-6", both=True)
         assert twice == once
         assert once["call"]["state"] == "ended"
+
+
+async def test_an_account_and_agent_made_on_one_instance_are_usable_on_the_other_at_once(
+    pair: tuple[RunningBridge, RunningBridge],
+) -> None:
+    """Provisioning through a load balancer: each request may reach the other instance,
+    before it has heard of what the previous one created (no 404 in that moment)."""
+    a, b = pair
+    async with aiohttp.ClientSession() as http:
+        for i in range(20):
+            admin_a, admin_b = ApiClient(http, a.url, ADMIN), ApiClient(http, b.url, ADMIN)
+            body = {"id": f"t{i}", "name": "T", "transfer_enabled": True}
+            assert (await admin_a.post("/v1/accounts", body)).status == 201
+            r = await admin_b.post(f"/v1/accounts/t{i}/tokens", {})
+            assert r.status == 201, r.body
+            token = r.body["token"]
+            r = await admin_b.patch(f"/v1/accounts/t{i}", {"name": f"T{i}"})
+            assert r.status == 200 and r.body["transfer_enabled"] is True, r.body
+            agent = {"name": "Ann", "phone": {"sip_uri": f"sip:{i}@pbx.example"}}
+            r = await ApiClient(http, a.url, token).put("/v1/agents/a-1", agent)
+            assert r.status == 201, r.body
+            api_b = ApiClient(http, b.url, token)
+            assert (await api_b.get("/v1/agents/a-1")).status == 200
+            session = {"id": "s-1", "agent_id": "a-1", "customer": {"number": "+34900000001"}}
+            r = await api_b.post("/v1/sessions", session)
+            assert r.status == 201, r.body
