@@ -109,7 +109,9 @@ class EvidenceRouter:
         current = base.session if base else target
         o = apply_evidence(current, event.evidence, now=now)
         if base is not None:
-            o = Outcome(o.session, (*base.audit, *o.audit), True)
+            # The binding and the evidence that caused it are one write: one version more.
+            merged = replace(o.session, version=target.version + 1)
+            o = Outcome(merged, (*base.audit, *o.audit), True)
         outcomes[target.id] = o
         await self._writer.commit_outcomes(list(outcomes.values()), guard, bases)
         return target, current, o
