@@ -215,7 +215,7 @@ async def test_the_same_evidence_at_two_instances_is_applied_once(
             trail = (await api_a.get(f"/v1/sessions/{session_id}/audit")).body["entries"]
             return {
                 "call": r.body["call"] | {"sip_call_id": None},
-                # Which instance bound the call may split binding and ringing in two versions
+                # Which instance bound the call may split binding and ringing in two writes
                 # (the ringing then confirms what the binding set: "ignored": "duplicate").
                 "trail": [
                     (e["event"], e["detail"] | {"sip_call_id": None, "ignored": None})

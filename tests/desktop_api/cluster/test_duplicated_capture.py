@@ -84,9 +84,10 @@ async def test_the_same_capture_at_two_instances_gives_one_outcome(
             if e["detail"]["ignored"] in ("duplicate", "same_attempt_other_source")
         ], ignored
 
-        # Every stored version once, in order (a binding and the evidence that caused it are
-        # one write of two versions: the versions are those of the audit trail).
+        # Every stored version once, in order, none skipped (a binding and the evidence that
+        # caused it are one write and one version).
         stored = sorted({e["version"] for e in audit["entries"]})
+        assert stored == list(range(1, stored[-1] + 1)), stored
         for seen in (seen_a, seen_b):
             versions = [e["data"]["version"] for e in seen]
             assert [1, *versions] == stored, (versions, stored)
