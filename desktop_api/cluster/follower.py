@@ -139,9 +139,14 @@ class Follower:
                     self._registry_dirty = False
                     await self._registry.reload()
                 while self._dirty:
+                    # Taken off before reading: a notification arriving meanwhile marks it again.
                     account_id = min(self._dirty)
-                    await self.catch_up(account_id)
                     self._dirty.discard(account_id)
+                    try:
+                        await self.catch_up(account_id)
+                    except BaseException:
+                        self._dirty.add(account_id)
+                        raise
             except StoreUnavailable:
                 # Keep what is still to read; try again shortly.
                 await asyncio.sleep(RETRY_AFTER)
