@@ -79,11 +79,18 @@ def bridge_config(
 
 
 def cluster_config(
-    pbx: RunningAsterisk, port: int, store_url: str, instance: str, lease_retry: float = 1.0
+    pbx: RunningAsterisk,
+    port: int,
+    store_url: str,
+    instance: str,
+    lease_retry: float = 1.0,
+    *,
+    dialog: bool = False,
 ) -> str:
-    """One instance of several on one PostgreSQL database (`store_url`): the rig's AMI only
-    (it is leased: one instance logs in at a time), as instance `instance`."""
-    config = bridge_config(pbx, port, hep=False, ami=True)
+    """One instance of several on one PostgreSQL database (`store_url`), as instance
+    `instance`: the rig's AMI only, or with `dialog` its dialog-info only (both are leased: one
+    instance logs in, or subscribes to the lines, at a time)."""
+    config = bridge_config(pbx, port, hep=False, ami=not dialog, dialog=dialog)
     config = config.replace('url = "sqlite:///var/bridge.db"', f'url = "{store_url}"')
     return config + f'\n[cluster]\ninstance = "{instance}"\nlease_retry = {lease_retry}\n'
 
