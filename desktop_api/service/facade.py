@@ -142,10 +142,6 @@ class BridgeService:
         """The account a valid (not revoked, not expired) account token belongs to."""
         return await self._registry.account_for_token(token)
 
-    def get_account(self, account_id: str) -> Account:
-        """An account this instance knows, or NotFound (see `known_account`)."""
-        return self._registry.get_account(account_id)
-
     async def known_account(self, account_id: str) -> Account:
         """An account, or NotFound; also one another instance created a moment ago."""
         return await self._registry.known_account(account_id)
@@ -181,10 +177,6 @@ class BridgeService:
         return await self._registry.revoke_token(account_id, token_id)
 
     # --- agents ---
-
-    def get_agent(self, account_id: str, agent_id: str) -> Agent:
-        """An agent of this account, or NotFound."""
-        return self._registry.get_agent(account_id, agent_id)
 
     async def put_agent(
         self, account_id: str, agent_id: str, name: str, phone: Phone

@@ -140,13 +140,6 @@ class Registry:
             return None
         return record.account_id
 
-    def get_account(self, account_id: str) -> Account:
-        """An account, or NotFound."""
-        account = self.accounts.get(account_id)
-        if account is None:
-            raise NotFound(account_id)
-        return account
-
     async def create_account(self, account_id: str, name: str, transfer_enabled: bool) -> Account:
         """Create a tenant; its id must be new."""
         account = Account(account_id, name, transfer_enabled, self._clock())
@@ -226,13 +219,6 @@ class Registry:
         return self._account_locks.setdefault(account_id, asyncio.Lock())
 
     # --- agents ---
-
-    def get_agent(self, account_id: str, agent_id: str) -> Agent:
-        """An agent of this account, or NotFound."""
-        agent = self.agents.get((account_id, agent_id))
-        if agent is None:
-            raise NotFound(agent_id)
-        return agent
 
     def agent_of_phone(self, account_id: str | None, pkey: str) -> AgentKey | None:
         """The agent of `account_id` whose phone this is (by `bridge.uris.phone_key`), if any.
