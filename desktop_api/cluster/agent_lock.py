@@ -17,7 +17,7 @@ import psycopg
 
 from bridge.store import StoreUnavailable
 from desktop_api.storage import redacted_url
-from desktop_api.storage.postgres import AGENT_LOCK_SEED
+from desktop_api.storage.postgres import agent_lock_args
 
 WAIT_MS = 5000  # at most this long for another instance's write to finish
 
@@ -44,7 +44,7 @@ class AgentLocks:
                 await conn.execute(f"SET statement_timeout = {WAIT_MS}")
                 await conn.execute(
                     "SELECT pg_advisory_lock(hashtextextended(%s, %s))",
-                    (f"{account_id}/{agent_id}", AGENT_LOCK_SEED),
+                    agent_lock_args(account_id, agent_id),
                 )
             except psycopg.Error as exc:
                 raise StoreUnavailable(f"the store at {self._where} did not answer") from exc

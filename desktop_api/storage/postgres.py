@@ -86,6 +86,12 @@ LOCK_TIMEOUT_MS = 5000
 AGENT_LOCK_SEED = 0x6167656E74  # hashtextextended seed of per-agent write locks ("agent")
 
 
+def agent_lock_args(account_id: str, agent_id: str) -> tuple[str, int]:
+    """`hashtextextended`'s arguments for an agent's advisory lock: the one key shared by the
+    store's per-transaction lock and `desktop_api.cluster.agent_lock`'s session lock."""
+    return f"{account_id}/{agent_id}", AGENT_LOCK_SEED
+
+
 class PostgresStore(SqlStore):
     """`bridge.store.Store` on one PostgreSQL database; safe from one worker thread at a time."""
 
@@ -168,7 +174,7 @@ class PostgresStore(SqlStore):
         # and the evidence digests are checked against what the other one committed.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(?, ?))",
-            (f"{account_id}/{agent_id}", AGENT_LOCK_SEED),
+            agent_lock_args(account_id, agent_id),
         )
 
     def _notify(self, tx: Tx, channel: str, payload: str) -> None:
