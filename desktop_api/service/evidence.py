@@ -129,15 +129,9 @@ class EvidenceRouter:
         async def attempt(guard: WriteGuard) -> None:
             sessions = self._open.of_agent(agent_key)
             _, changes = route(sessions, calls, None, self._monotonic())
-            by_id = {s.id: s for s in sessions}
-            outcomes = []
-            for change in changes:
-                known = calls.calls.get(change.call_id) if change.call_id else None
-                state = known.state if known is not None else None
-                o = _bind(by_id[change.session_id], change, state, self._clock())
-                if o.changed:
-                    outcomes.append(o)
-            await self._writer.commit_outcomes(outcomes, guard, {s.id: s.version for s in sessions})
+            outcomes = self._bindings(sessions, changes, calls, None, self._clock())
+            bases = {s.id: s.version for s in sessions}
+            await self._writer.commit_outcomes(list(outcomes.values()), guard, bases)
 
         async with self._writer.lock(agent_key):
             await self._writer.settle(agent_key, attempt, WriteGuard(agent=agent_key))
@@ -147,12 +141,13 @@ class EvidenceRouter:
         sessions: list[Session],
         changes: list[BindingChange],
         calls: PhoneCalls,
-        event: PhoneEvent,
+        event: PhoneEvent | None,
         now: str,
     ) -> dict[str, Outcome]:
-        """The sessions whose binding to a call this event changed, by session id."""
+        """The sessions whose binding to a call changed (on this event, or on a session another
+        instance opened: `event` None), by session id."""
         by_id = {s.id: s for s in sessions}
-        obs = event.evidence.observation
+        obs = event.evidence.observation if event is not None else None
         outcomes: dict[str, Outcome] = {}
         for change in changes:
             s = by_id[change.session_id]
@@ -160,7 +155,7 @@ class EvidenceRouter:
             # When the event itself is the call's new state, let apply_evidence set it, with
             # the time the phone observed it (unless the session's old call ended: evidence
             # does not revive an ended call, a binding to a new one does).
-            same_call = change.call_id == event.call_id
+            same_call = event is not None and change.call_id == event.call_id
             event_sets_it = (
                 same_call
                 and isinstance(obs, CallStateChanged)
