@@ -50,12 +50,6 @@ LEASE = "ami:pbx-ami"
 EVENTS = ("lease_acquired", "ami_connected", "ami_resynced")
 
 
-async def health(http: aiohttp.ClientSession, bridge: BridgeProcess) -> dict[str, Any]:
-    async with http.get(bridge.url + "/healthz") as r:
-        body: dict[str, Any] = await r.json()
-        return body
-
-
 def holds(h: dict[str, Any], instance: str) -> bool:
     return bool(
         h["cluster"]["leases"].get(LEASE) == {"holder": instance, "mine": True}
@@ -83,7 +77,7 @@ async def wait_standby(http: aiohttp.ClientSession, bridge: BridgeProcess, holde
     """Until the standby's /healthz names the holder (its first lease check is done)."""
     deadline = time.monotonic() + 10
     while True:
-        h = await health(http, bridge)
+        h = await bridge.health(http)
         if h["cluster"]["leases"].get(LEASE, {}).get("holder") == holder:
             return
         assert time.monotonic() < deadline, h
@@ -98,7 +92,7 @@ async def one_run(
     killed = time.time()
     proc.send_signal(signal.SIGKILL)
     while True:
-        if holds(await health(http, survivor), name):
+        if holds(await survivor.health(http), name):
             seen = time.time()
             break
         assert time.time() - killed < 30, "no takeover within 30 s"

@@ -12,9 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -154,6 +156,24 @@ class BridgeProcess:
                 if loop.time() > deadline:
                     raise RuntimeError(f"bridge not healthy: {health}\n{self.log_text()[-3000:]}")
                 await asyncio.sleep(0.05)
+
+    async def health(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        """Its `/healthz` body now (200 or 503)."""
+        async with http.get(self.url + "/healthz") as r:
+            body: dict[str, Any] = await r.json()
+            return body
+
+    async def wait_for_health(
+        self, http: aiohttp.ClientSession, done: Callable[[dict[str, Any]], bool], within: float
+    ) -> dict[str, Any]:
+        """Poll `/healthz` every 20 ms until `done(body)`; the body (assert after `within` s)."""
+        deadline = time.monotonic() + within
+        while True:
+            h = await self.health(http)
+            if done(h):
+                return h
+            assert time.monotonic() < deadline, h
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> int:
         """SIGTERM and wait; the exit code."""

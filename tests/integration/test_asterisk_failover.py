@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import BridgeProcess, cluster_config, free_tcp_port
 from tests.integration.desk import (
     Rig,
     audit,
@@ -34,95 +29,37 @@ from tests.integration.desk import (
     click,
     consult,
     failed,
-    tenant_with_agents,
     transferred,
 )
+from tests.integration.lease_pair import LEASE_RETRY, Pair, kill_holder, lease_pair, poll_until
 from tests.rig.asterisk import RunningAsterisk
-from tests.rig.phones import running_phones
 from tests.rig.postgres import Cluster
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
 
-LEASE = "ami:pbx-ami"
-LEASE_RETRY = 1.0  # the default
-
-
-async def health(http: aiohttp.ClientSession, bridge: BridgeProcess) -> dict[str, Any]:
-    async with http.get(bridge.url + "/healthz") as r:
-        body: dict[str, Any] = await r.json()
-        return body
+SOURCE = "pbx-ami"
+LEASE = f"ami:{SOURCE}"
 
 
 def holds_ami(h: dict[str, Any], instance: str) -> bool:
     """`instance`'s /healthz: it holds the AMI lease and is logged in."""
     return bool(
         h["cluster"]["leases"].get(LEASE) == {"holder": instance, "mine": True}
-        and h["sources"]["pbx-ami"]["status"] == "connected"
+        and h["sources"][SOURCE]["status"] == "connected"
     )
-
-
-@dataclass
-class Pair:
-    holder: BridgeProcess  # started first: holds the AMI lease, killed in the test
-    survivor: BridgeProcess  # stands by; the desktop's bridge
-    rig: Rig  # phones, and the survivor's API
 
 
 @pytest.fixture
 async def pair(pbx: RunningAsterisk, pg_cluster: Cluster, tmp_path: Path) -> AsyncIterator[Pair]:
-    store_url = pg_cluster.create_database(f"failover{time.monotonic_ns()}")
-    bridges: list[BridgeProcess] = []
-    for name in ("bridge-a", "bridge-b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        port = free_tcp_port()
-        bridges.append(
-            BridgeProcess(folder, cluster_config(pbx, port, store_url, name, LEASE_RETRY), port)
-        )
-    a, b = bridges
-    async with (
-        aiohttp.ClientSession() as http,
-        running_phones(pbx.phone_ports, pbx.sip, tmp_path / "phones") as phones,
-    ):
-        try:
-            await a.start(sources=("pbx-ami",))
-            api = await tenant_with_agents(http, a)  # the account and agents, written by a
-            await b.start(sources=())  # reads the accounts and agents a wrote
-            h = await health(http, b)
-            for _ in range(100):  # its first lease check comes within a moment of starting
-                if h["cluster"]["leases"][LEASE]["holder"] is not None:
-                    break
-                await asyncio.sleep(0.05)
-                h = await health(http, b)
-            assert h["sources"]["pbx-ami"]["status"] == "standby", h
-            assert h["cluster"]["leases"] == {LEASE: {"holder": "bridge-a", "mine": False}}, h
-            assert holds_ami(await health(http, a), "bridge-a")
-            # from here on the desktop talks to b only
-            rig = Rig(pbx, b, phones, ApiClient(http, b.url, api.token), http)
-            yield Pair(a, b, rig)
-        finally:
-            for bridge in (a, b):
-                if bridge.proc is not None and bridge.proc.poll() is None:
-                    await bridge.stop()
+    async with lease_pair(pbx, pg_cluster, tmp_path, source=SOURCE, holds=holds_ami) as pair:
+        yield pair
 
 
 async def kill_holder_and_wait_for_takeover(pair: Pair) -> float:
     """SIGKILL the AMI holder; the seconds until the survivor's /healthz shows it holds the
-    lease and is logged in to the AMI (printed as the failover time)."""
-    proc = pair.holder.proc
-    assert proc is not None
-    killed = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(proc.wait, 10)
-    http = pair.rig.http
-    while True:
-        h = await health(http, pair.survivor)
-        if holds_ami(h, "bridge-b"):
-            took = time.monotonic() - killed
-            print(f"AMI failover: SIGKILL -> survivor logged in to the AMI in {took:.3f} s")
-            return took
-        assert time.monotonic() - killed < 3 * LEASE_RETRY + 10, h
-        await asyncio.sleep(0.02)
+    lease and is logged in to the AMI."""
+    took, _ = await kill_holder(pair, holds_ami, "logged in to the AMI")
+    return took
 
 
 async def customer_on_the_agent(rig: Rig, sid: str) -> tuple[str, str]:
@@ -141,21 +78,6 @@ async def customer_on_the_agent(rig: Rig, sid: str) -> tuple[str, str]:
     assert r.status == 201, r.body
     await click(rig, sid, "open", "internal")
     return str(call["ref"]), str(ringing["ref"])
-
-
-async def poll_until(
-    rig: Rig, sid: str, done: Any, within: float, views: list[tuple[float, dict[str, Any]]]
-) -> dict[str, Any]:
-    """Poll the session every 0.1 s (as a desktop would), keeping every view with its time."""
-    deadline = time.time() + within
-    while True:
-        r = await rig.api.get(f"/v1/sessions/{sid}")
-        assert r.status == 200, r.body
-        views.append((time.time(), r.body))
-        if done(r.body):
-            return dict(r.body)
-        assert time.time() < deadline, f"{r.body}\n{await audit(rig, sid)}"
-        await asyncio.sleep(0.1)
 
 
 async def test_holder_killed_during_an_answered_consult_the_survivor_proves_the_transfer(

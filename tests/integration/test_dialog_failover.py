@@ -3,7 +3,7 @@ source: the subscriptions to the agents' lines are leased to one of them; SIGKIL
 agent is on a call and the other takes the lease, subscribes to every line afresh, and judges
 the transfer the agent then makes.
 
-As in test_asterisk_failover.py (whose helpers this reuses), both processes run the same
+As in test_asterisk_failover.py (both set up through lease_pair.py), both processes run the same
 configuration (here the rig's dialog-info only: no HEP, no AMI) but for `cluster.instance` and
 the HTTP port; the instance started first holds `dialog:pbx-dialog`, and the desktop talks to
 the other one (the survivor) all along. Until the kill, the holder's line states bind the
@@ -15,37 +15,28 @@ target with the customer's number and the target answer it.
 from __future__ import annotations
 
 import asyncio
-import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from desktop_api.testing import ApiClient
-from tests.integration.bridge_process import BridgeProcess, cluster_config, free_tcp_port
 from tests.integration.desk import (
     AGENTS,
-    Rig,
     audit,
     clean_up_case,
     click,
     customer_reaches_agent,
-    tenant_with_agents,
     transferred,
 )
-from tests.integration.test_asterisk_failover import Pair, health, poll_until
+from tests.integration.lease_pair import LEASE_RETRY, Pair, kill_holder, lease_pair, poll_until
 from tests.rig.asterisk import RunningAsterisk
-from tests.rig.phones import running_phones
 from tests.rig.postgres import Cluster
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
 SOURCE = "pbx-dialog"
 LEASE = f"dialog:{SOURCE}"
-LEASE_RETRY = 1.0  # the default
 LINES = f"{len(AGENTS)}/{len(AGENTS)}"
 
 
@@ -60,66 +51,18 @@ def holds_dialog(h: dict[str, Any], instance: str) -> bool:
     )
 
 
-async def wait_for_health(
-    http: aiohttp.ClientSession, bridge: BridgeProcess, done: Any, within: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        h = await health(http, bridge)
-        if done(h):
-            return h
-        assert time.monotonic() < deadline, h
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def pair(pbx: RunningAsterisk, pg_cluster: Cluster, tmp_path: Path) -> AsyncIterator[Pair]:
-    store_url = pg_cluster.create_database(f"dialogfailover{time.monotonic_ns()}")
-    bridges: list[BridgeProcess] = []
-    for name in ("bridge-a", "bridge-b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        port = free_tcp_port()
-        config = cluster_config(pbx, port, store_url, name, LEASE_RETRY, dialog=True)
-        bridges.append(BridgeProcess(folder, config, port))
-    a, b = bridges
-    async with (
-        aiohttp.ClientSession() as http,
-        running_phones(pbx.phone_ports, pbx.sip, tmp_path / "phones") as phones,
-    ):
-        try:
-            await a.start(sources=(SOURCE,))
-            api = await tenant_with_agents(http, a, AGENTS)  # the account and agents, by a
-            # a subscribes to each agent's line as the agents appear
-            await wait_for_health(http, a, lambda h: holds_dialog(h, "bridge-a"), 10)
-            await b.start(sources=())  # reads the accounts and agents a wrote
-            h = await wait_for_health(
-                http, b, lambda h: h["cluster"]["leases"][LEASE]["holder"] is not None, 5
-            )
-            assert h["sources"][SOURCE]["status"] == "standby", h
-            assert h["cluster"]["leases"] == {LEASE: {"holder": "bridge-a", "mine": False}}, h
-            # from here on the desktop talks to b only
-            rig = Rig(pbx, b, phones, ApiClient(http, b.url, api.token), http)
-            yield Pair(a, b, rig)
-        finally:
-            for bridge in (a, b):
-                if bridge.proc is not None and bridge.proc.poll() is None:
-                    await bridge.stop()
+    async with lease_pair(
+        pbx, pg_cluster, tmp_path, source=SOURCE, holds=holds_dialog, dialog=True
+    ) as pair:
+        yield pair
 
 
 async def kill_holder_and_wait_for_takeover(pair: Pair) -> float:
     """SIGKILL the dialog-info holder; the seconds until the survivor's /healthz shows it
-    holds the lease with every line subscribed (printed as the failover time)."""
-    proc = pair.holder.proc
-    assert proc is not None
-    killed = time.monotonic()
-    proc.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(proc.wait, 10)
-    h = await wait_for_health(
-        pair.rig.http, pair.survivor, lambda h: holds_dialog(h, "bridge-b"), 3 * LEASE_RETRY + 10
-    )
-    took = time.monotonic() - killed
-    print(f"dialog-info failover: SIGKILL -> survivor subscribed {LINES} lines in {took:.3f} s")
+    holds the lease with every line subscribed."""
+    took, h = await kill_holder(pair, holds_dialog, f"subscribed {LINES} lines")
     assert h["sources"][SOURCE]["lease"] == "held", h
     return took
 
