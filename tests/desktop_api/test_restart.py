@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ import pytest
 
 from desktop_api.testing import ApiClient, EventStream
 from tests.conftest import STORES
+from tests.desktop_api.bridge_proc import free_port
 
 pytestmark = [pytest.mark.slow, STORES]  # SQLite, and PostgreSQL behind the same CLI
 
@@ -35,12 +35,6 @@ def spawn(cwd: Path, env: dict[str, str], out: Any, err: Any) -> subprocess.Pope
     return subprocess.Popen(
         [sys.executable, "-m", "desktop_api.cli", "serve"], cwd=cwd, env=env, stdout=out, stderr=err
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
