@@ -75,13 +75,13 @@ class SessionWriter:
         seqs = await self._db.run(self._db.store.write_sessions, writes, guard)
         for seq, write in zip(seqs, writes, strict=True):
             self.take(seq, write.session)
-        self._metrics.sessions_open.set(len(self._open))
 
     def take(self, seq: int, session: Session) -> bool:
         """A committed change (ours, or another instance's read from the feed): into the cache,
         then to long-polls and streams in cursor order. Returns whether the session was new to
         this instance."""
         new = self._open.remember(session)
+        self._metrics.sessions_open.set(len(self._open))
         if self.order.offer(seq, session):
             for callback in self.on_gap:
                 callback(session.account_id)
