@@ -414,6 +414,16 @@ def test_sources_are_kept_as_given(tmp_path: Path) -> None:
         ("[sources]\nhep = [1]\n", {}, ["sources.hep"]),
         ('[sources]\nami = ["pbx"]\n', {}, ["sources.ami"]),
         ('sources = "hep"\n', {}, ["sources"]),
+        # [cluster]: a name PostgreSQL would cut in application_name, or not ASCII; intervals
+        ('[cluster]\ninstance = "%s"\n' % ("x" * 41), {}, ["cluster.instance"]),
+        ('[cluster]\ninstance = "brücke"\n', {}, ["cluster.instance"]),
+        (
+            "",
+            {"TRANSFER_BRIDGE_CLUSTER_POLL_INTERVAL": "soon"},
+            ["TRANSFER_BRIDGE_CLUSTER_POLL_INTERVAL"],
+        ),
+        ("[cluster]\nlease_retry = 0\n", {}, ["cluster.lease_retry"]),
+        ("[cluster]\npoll_interval = true\n", {}, ["cluster.poll_interval"]),
     ],
     ids=[
         "env-log-format",
@@ -425,6 +435,11 @@ def test_sources_are_kept_as_given(tmp_path: Path) -> None:
         "source-entry-number",
         "source-entry-string",
         "sources-string",
+        "cluster-instance-long",
+        "cluster-instance-non-ascii",
+        "env-cluster-poll",
+        "cluster-lease-retry-zero",
+        "cluster-bool-for-seconds",
     ],
 )
 def test_load_settings_refusals_name_the_key(
